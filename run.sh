@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: sets everything up, then runs the app or the tests.
+#   ./run.sh app [app.py args...]   set up, then launch the app
+#   ./run.sh test [pytest args...]  set up, then lint and run the whole test suite
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY=${PYTHON:-python3.11}
+VENV=.venv
+CACHE_DIR=${FSLORA_CACHE:-$HOME/.cache/fslora}
+
+setup_python() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "[setup] creating $VENV with $PY"
+    "$PY" -m venv "$VENV"
+  fi
+  # pip is quick when everything is already satisfied; torch/torchvision come from local disk here.
+  "$VENV/bin/pip" install --disable-pip-version-check -q -r requirements.txt 2>&1 | grep -v "is ignored: it is neither" || true
+  "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps -e . 2>&1 | grep -v "is ignored: it is neither" || true
+  "$VENV/bin/python" -c "import torch, torchvision, fslora" || { echo "[setup] install failed" >&2; exit 1; }
+}
+
+apt_install() {  # apt_install PKG...: installs Debian packages that are missing
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "[setup] apt-get install ${missing[*]}"
+  local SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+fetch_test_video() {  # the real pedestrian video from Debian's opencv-doc, cached outside the repo
+  local dst="$CACHE_DIR/vtest.avi"
+  [ -s "$dst" ] && return 0
+  mkdir -p "$CACHE_DIR"
+  local tmp; tmp=$(mktemp -d)
+  echo "[setup] fetching vtest.avi (Debian opencv-doc)"
+  ( cd "$tmp" && { apt-get download opencv-doc >/dev/null 2>&1 || { apt-get update -qq && apt-get download opencv-doc >/dev/null; }; } \
+    && dpkg-deb --fsys-tarfile opencv-doc_*.deb | tar -x ./usr/share/doc/opencv-doc/examples/data/vtest.avi ) \
+    && mv "$tmp/usr/share/doc/opencv-doc/examples/data/vtest.avi" "$dst" \
+    || echo "[setup] warning: could not fetch vtest.avi; tests that need it will fail" >&2
+  rm -rf "$tmp"
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  app)
+    setup_python
+    fetch_test_video
+    exec "$VENV/bin/python" app.py "$@"
+    ;;
+  test)
+    setup_python
+    fetch_test_video
+    export FSLORA_TEST_VIDEO="$CACHE_DIR/vtest.avi"
+    "$VENV/bin/ruff" check .
+    set +e
+    "$VENV/bin/python" -m pytest "$@"
+    rc=$?
+    set -e
+    [ $rc -eq 5 ] && { echo "no tests collected" >&2; exit 1; }
+    exit $rc
+    ;;
+  *)
+    echo "usage: ./run.sh app [args] | ./run.sh test [pytest args]" >&2
+    exit 2
+    ;;
+esac
