@@ -53,6 +53,7 @@ case "$cmd" in
   test)
     setup_python
     fetch_test_video
+    apt_install postgresql  # a real PostgreSQL server for the store's portability test (no-op when present)
     export FSLORA_TEST_VIDEO="$CACHE_DIR/vtest.avi"
     "$VENV/bin/ruff" check .
     set +e
