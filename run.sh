@@ -55,12 +55,15 @@ case "$cmd" in
     fetch_test_video
     apt_install postgresql  # a real PostgreSQL server for the store's portability test (no-op when present)
     export FSLORA_TEST_VIDEO="$CACHE_DIR/vtest.avi"
-    "$VENV/bin/ruff" check .
+    apt_install chromium chromium-driver  # the browser the UI tests drive (never `playwright install`)
     set +e
+    "$VENV/bin/ruff" check .
+    lint_rc=$?
     "$VENV/bin/python" -m pytest "$@"
     rc=$?
     set -e
     [ $rc -eq 5 ] && { echo "no tests collected" >&2; exit 1; }
+    [ $lint_rc -ne 0 ] && { echo "ruff found problems (see above)" >&2; exit 1; }
     exit $rc
     ;;
   *)
