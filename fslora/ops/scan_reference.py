@@ -18,6 +18,8 @@ def scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) ->
     """
     batch, groups, per_group, length = u.shape
     h = u.new_zeros(batch, groups, per_group, A.shape[-1])
+    if length == 0:
+        return u.new_zeros(u.shape)
     ys = []
     for t in range(length):
         dt = delta[..., t, None]  # (b, G, P, 1)

@@ -38,7 +38,10 @@ _PURE_TORCH: dict[str, ScanFn] = {"reference": scan_reference, "chunked": scan_c
 
 @dataclass
 class PreparedScan:
-    """Scan inputs in compute dtype and grouped view: u, delta (b, G, P, L); A (G, P, n); B, C (b, G, n, L)."""
+    """Scan inputs in the compute dtype and grouped view (G groups of P = d / G channels).
+
+    u, delta (b, G, P, L); A (G, P, n); B, C (b, G, n, L).
+    """
 
     u: Tensor
     delta: Tensor
@@ -112,7 +115,7 @@ def prepare_scan(
     group_counts = [m.shape[1] if m.dim() == 4 else 1 for m in (B, C)]
     groups = math.lcm(*group_counts)
     if dim % groups:
-        raise ValueError(f"selective_scan: B and C groups {group_counts} need dim={dim} divisible by {groups}")
+        raise ValueError(f"selective_scan: B/C groups {group_counts} need dim={dim} divisible by {groups}")
     delta = delta.to(dtype)
     if delta_bias is not None:
         delta = delta + delta_bias.to(dtype)[:, None]
@@ -173,5 +176,5 @@ def selective_scan(
     prep = prepare_scan(u, delta, A, B, C, delta_bias, delta_softplus)
     y = _PURE_TORCH[name](prep.u, prep.delta, prep.A, prep.B, prep.C).reshape(u.shape)
     if D is not None:
-        y = y + D.to(y.dtype)[:, None] * prep.u.reshape(u.shape)
+        y = torch.addcmul(y, prep.u.reshape(u.shape), D.to(y.dtype)[:, None])
     return y.to(u.dtype)
