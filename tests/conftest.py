@@ -1,8 +1,10 @@
-"""Shared test fixtures: tiny real models with VMamba's layer names (no mocks)."""
+"""Shared test fixtures: tiny real models with VMamba's layer names (no mocks), the real test video."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -116,3 +118,12 @@ def torch_single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def vtest_path() -> Path:
+    """The real pedestrian video (opencv-doc vtest.avi), cached by ./run.sh test; missing = failure."""
+    path = Path(os.environ.get("FSLORA_TEST_VIDEO", Path.home() / ".cache" / "fslora" / "vtest.avi"))
+    if not path.is_file():
+        pytest.fail(f"test video {path} is missing: set FSLORA_TEST_VIDEO or run ./run.sh test once")
+    return path

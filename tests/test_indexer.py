@@ -7,7 +7,6 @@ every score passes (score_thresh 0): an untrained model scores every region abou
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import threading
@@ -25,14 +24,6 @@ from app.indexer import IndexOptions, Progress
 from app.vector_index import VectorIndex
 from app.video import VideoError, open_video
 from fslora.data.synthps import render_video
-
-
-@pytest.fixture(scope="module")
-def vtest_path() -> Path:
-    path = Path(os.environ.get("FSLORA_TEST_VIDEO", Path.home() / ".cache" / "fslora" / "vtest.avi"))
-    if not path.is_file():
-        pytest.fail(f"test video {path} is missing: set FSLORA_TEST_VIDEO or run ./run.sh test once")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import cv2
@@ -12,14 +11,6 @@ import pytest
 
 from app.config import AppConfig
 from app.video import VideoError, VideoReader, open_video, probe, sample_indices
-
-
-@pytest.fixture(scope="module")
-def vtest_path() -> Path:
-    path = Path(os.environ.get("FSLORA_TEST_VIDEO", Path.home() / ".cache" / "fslora" / "vtest.avi"))
-    if not path.is_file():
-        pytest.fail(f"test video {path} is missing: set FSLORA_TEST_VIDEO or run ./run.sh test once")
-    return path
 
 
 def write_video(path: Path, fourcc: str, n_frames: int = 30, size: tuple[int, int] = (64, 48),

@@ -21,6 +21,7 @@ import yaml
 
 from fslora.adapters import FSLoRAConfig
 from fslora.backbones.vmamba import VMambaConfig
+from fslora.utils.config_dict import reject_unknown_fields, to_plain
 
 ARCHITECTURE = "FSLoRAPersonSearch"
 ARCHITECTURE_VERSION = 1
@@ -216,7 +217,7 @@ class PersonSearchConfig:
             raise ValueError(f"PersonSearchConfig.from_dict expects a mapping, got {type(d).__name__}")
         d = dict(d)
         d.pop("architecture", None)  # informational in config.json
-        _reject_unknown("PersonSearchConfig", d, cls)
+        reject_unknown_fields("PersonSearchConfig", d, cls)
         kwargs: dict[str, Any] = {}
         for key, value in d.items():
             if key in _SECTIONS:
@@ -251,7 +252,7 @@ class PersonSearchConfig:
             if f.name == "adapters":
                 d[f.name] = value.to_dict()
             elif dataclasses.is_dataclass(value):
-                d[f.name] = _plain(dataclasses.asdict(value))
+                d[f.name] = to_plain(dataclasses.asdict(value))
             else:
                 d[f.name] = value
         return d
@@ -269,7 +270,7 @@ def backbone_from_dict(value: Any) -> VMambaConfig:
         base = VMambaConfig.preset(preset) if preset is not None else VMambaConfig()
     except (KeyError, ValueError) as e:
         raise ValueError(f"backbone.preset: unknown preset {preset!r} ({e})") from e
-    _reject_unknown("backbone", value, VMambaConfig)
+    reject_unknown_fields("backbone", value, VMambaConfig)
     try:
         return dataclasses.replace(base, **value)
     except (TypeError, ValueError) as e:
@@ -279,24 +280,11 @@ def backbone_from_dict(value: Any) -> VMambaConfig:
 def _section_from_dict(name: str, cls: type, value: Any) -> Any:
     if not isinstance(value, dict):
         raise ValueError(f"{name} must be a mapping of {cls.__name__} fields, got {value!r}")
-    _reject_unknown(name, value, cls)
+    reject_unknown_fields(name, value, cls)
     tuple_fields = {f.name for f in fields(cls) if str(f.type).startswith("tuple")}
     return cls(**{k: tuple(v) if k in tuple_fields and isinstance(v, list) else v for k, v in value.items()})
 
 
-def _reject_unknown(where: str, d: dict[str, Any], cls: type) -> None:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"unknown field(s) {unknown} in {where}; valid fields: {sorted(known)}")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _positive_int(name: str, value: Any) -> None:

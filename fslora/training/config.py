@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from fslora.models.config import PersonSearchConfig
+from fslora.utils.config_dict import reject_unknown_fields, to_plain
 
 DATASETS = ("synthps", "cuhk-sysu", "prw", "posetrack21")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -208,7 +209,7 @@ class TrainConfig:
         if not isinstance(d, Mapping):
             raise ValueError(f"a training config must be a mapping, got {type(d).__name__}")
         d = dict(d)
-        _reject_unknown("the training config", d, cls)
+        reject_unknown_fields("the training config", d, cls)
         kwargs: dict[str, Any] = {}
         for key, value in d.items():
             if key in _SECTIONS:
@@ -238,7 +239,7 @@ class TrainConfig:
             if f.name == "model":
                 d[f.name] = value.to_dict()
             elif dataclasses.is_dataclass(value):
-                d[f.name] = _plain(dataclasses.asdict(value))
+                d[f.name] = to_plain(dataclasses.asdict(value))
             else:
                 d[f.name] = value
         return d
@@ -348,7 +349,7 @@ def _section(name: str, cls: type, value: Any) -> Any:
         return cls()
     if not isinstance(value, Mapping):
         raise ValueError(f"{name} must be a mapping of {cls.__name__} fields, got {value!r}")
-    _reject_unknown(name, value, cls)
+    reject_unknown_fields(name, value, cls)
     tuple_fields = {f.name for f in fields(cls) if str(f.type).startswith("tuple")}
     kwargs = {k: tuple(v) if k in tuple_fields and isinstance(v, list) else v for k, v in value.items()}
     try:
@@ -357,19 +358,6 @@ def _section(name: str, cls: type, value: Any) -> Any:
         raise ValueError(f"{name}: {e}") from e
 
 
-def _reject_unknown(where: str, d: Mapping[str, Any], cls: type) -> None:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"unknown field(s) {unknown} in {where}; valid fields: {sorted(known)}")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _is_int(value: Any) -> bool:
