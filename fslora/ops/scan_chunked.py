@@ -1,104 +1,152 @@
 """Chunked selective scan: vectorised, differentiable with autograd, the default backend off-CUDA.
 
-The recurrence per channel and state is linear, ``h_t = exp(a_t) h_{t-1} + x_t`` with log-decay
-``a_t = delta_t * A`` and input ``x_t = delta_t * B_t * u_t``. Within a chunk of T positions every state
-is a weighted sum of the chunk's inputs plus the decayed state entering the chunk::
+The recurrence per channel and state is linear, ``h_t = exp(-r_t) h_{t-1} + x_t`` with decay rate
+``r_t = -delta_t * A`` (>= 0 for Mamba's A < 0) and input ``x_t = delta_t * B_t * u_t``. Inside a chunk of T
+positions, with ``R_t = r_1 + ... + r_t`` the chunk's cumulative rate (log space), every state is::
 
-    h_t = sum_{s<=t} exp(cs_t - cs_s) x_s + exp(cs_t) h_in,        cs = cumsum of a inside the chunk
+    h_t = exp(-R_t) * (h_in + sum_{s<=t} exp(R_s) x_s)
 
-Numerical safety: only the lower triangle s <= t of the weights is ever formed - we walk its diagonals
-k = t - s, so the upper triangle is masked by construction, before any exp - hence every weight is the
-exponential of a real segment sum. For A <= 0 every exponent is <= 0 and nothing overflows however large
-the decay. The formula is exact for any real A; with positive entries the state itself grows like
-exp(sum a), and the scan overflows exactly where the true state does (tests cover both signs).
-The segment sums ``cs_t - cs_s`` are accumulated along each diagonal (diagonal k = diagonal k-1 plus
-one more log-decay) instead of being subtracted from two cumulative sums (ours): a difference of two
-large cumsums loses every digit below ulp(|cs|) - with decays of 1e5 next to decays of 1e-2 that was a
-3e-4 relative error in y - while a sum of same-sign terms keeps full relative precision.
+so a chunk costs two cumulative sums, one exp and a few elementwise passes over contiguous rows - no
+(T x T) weights and no loop over T (ours; this replaced a diagonal-by-diagonal scan that was ~2x slower).
+The layout is channel-major with time last, exactly how u and delta arrive, so there are no transposes.
 
-Weights below exp(-30) ~ 1e-13 are set to exactly 0 (ours): long sequences decay far enough for
-weight * input products to become denormal floats, and arithmetic on denormals is ~100x slower on x86
-CPUs (a 5264-step scan went from ~30 ms to ~500 ms). Each dropped term is < 1e-13 of an input, far
-below float32 resolution of the output.
+The states entering the chunks obey the same recurrence one level up (rate = a chunk's total ``R_T``,
+input = a chunk's zero-start final state), so :func:`_scan` solves them recursively on 1/T of the data.
+Chunks are 4-6 steps in float32 (16 in float64), picked to divide L when possible: a tail that does not
+fill a chunk is scanned on its own from the last state, because padding would copy every input.
+Memory is O(b*d*n*L) (a few copies of the inputs), independent of T. Without autograd the scan works in
+place on its two fresh (rate, input) buffers: on Linux every newly allocated 6 MB tensor can cost ~1500
+page faults, which had taken more time than the arithmetic.
 
-The states entering the chunks obey the same recurrence one level up (log-decay = a chunk's total
-``cs[-1]``, input = a chunk's zero-start final state), so the same function solves them recursively:
-O(L * T) work, log_T(L) levels, Python loops of length T only.
+Range (ours): ``exp(R)`` must stay a normal float (float32 overflows at exp(88.7)). Two devices bound it:
 
-Why diagonals and a time-major layout rather than a (T x T) weight matrix per chunk (ours): on CPU the
-matrix costs ~5 passes over b*d*n*L*T floats with inner loops of length T (sub-broadcast, mask, exp,
-batched mat-vec), and a reduction over a trailing size-1 state dim is ~100x slower than over contiguous
-rows. Diagonals on (L, b, G, n, P) tensors do half the arithmetic on long contiguous channel rows, which
-made the scan ~10x faster at identical maths; small chunks (T = 4) win because work grows with T.
+* Each step's rate is clamped to ``K = BUDGET / T`` (float32: BUDGET 84, K = 14..21; float64: 480, K = 30)
+  before the cumulative sum, so ``R <= 84``. A step with a larger rate scales everything before it by
+  exp(-rate) < exp(-K); clamped, the factor is exp(-K) instead, so every weight through that step changes by
+  less than exp(-14) ~ 8e-7 (float32; 1e-13 in float64) of the state it multiplies - below float32
+  resolution of typical outputs and far below the tests' tolerance. Huge decays (delta * A ~ -2e5) stay
+  finite and match the sequential reference; gradients through a clamped step are 0 where the true ones
+  are below exp(-K) in relative size.
+* The inputs are scanned scaled by exp(-OFFSET) (OFFSET 20 in float32; the scan is linear, so the output is
+  scaled back), folded into the small B and C tensors for free. Then ``exp(R) * x`` and its sums stay finite
+  for |x| up to ~1e10 and only become denormal (slow on x86) for |x| below ~1e-29. Positive A (growth) is
+  exact as long as ``exp(-R)`` is a normal float, i.e. while one chunk grows the state by less than ~e^87
+  (float32), long past where float32 states overflow anyway.
 
-Memory: besides the O(b*d*n*L) inputs and states, autograd keeps the triangle's weights, about
-``b*d*n*L*(T-1)/2`` floats; :func:`choose_chunk_size` shrinks T so that stays under ``max_elements``.
+Precision: exp(R_s) / exp(R_t) carries the rounding of R (relative ~6e-8 * R), so weights are accurate to
+~1e-7 relative in typical chunks (R of a few units) and ~5e-6 in chunks with clamped decays. float64
+inputs are scanned in float64 (gradcheck).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+# (largest chunk T, rate budget T * K, input offset) per compute dtype: BUDGET - OFFSET + log(T * |x|) must
+# stay below the dtype's max exponent (88 float32, 709 float64) and log|x| - OFFSET above its min (-87, -708).
+_RANGE = {torch.float32: (6, 84.0, 20.0), torch.float64: (16, 480.0, 100.0)}
+
+# Legacy (diagonal scan) chunk-size helper, kept for callers: the log-space scan needs no weight triangle.
 DEFAULT_CHUNK = 4
 MIN_CHUNK = 2
-DEFAULT_MAX_ELEMENTS = 1 << 26  # 64 Mi floats = 256 MiB of float32 triangle weights kept for backward
-LOG_CUTOFF = -30.0  # decay weights below exp(-30) ~ 1e-13 are set to exactly 0 (no denormals)
-
-
-def _decay(log_weight: Tensor) -> Tensor:
-    """exp(log_weight), with exponents below LOG_CUTOFF sent to -inf so their weight is exactly 0."""
-    return F.threshold(log_weight, LOG_CUTOFF, float("-inf")).exp()
+DEFAULT_MAX_ELEMENTS = 1 << 26
 
 
 def choose_chunk_size(
     n_elements: int, chunk_size: int = DEFAULT_CHUNK, max_elements: int = DEFAULT_MAX_ELEMENTS
 ) -> int:
-    """Largest chunk <= chunk_size whose triangle weights (~n_elements * (T - 1) / 2 floats) fit."""
+    """Largest chunk <= chunk_size with n_elements * (T - 1) / 2 <= max_elements (at least MIN_CHUNK)."""
     size = chunk_size
     while size > MIN_CHUNK and n_elements * (size - 1) // 2 > max_elements:
         size //= 2
     return max(size, MIN_CHUNK)
 
 
-def _pad_time(t: Tensor, pad: int) -> Tensor:
-    """Zero-pad dim 0 (time) at the end."""
-    return F.pad(t, (0, 0) * (t.dim() - 1) + (0, pad))
+def _range(dtype: torch.dtype) -> tuple[int, float, float]:
+    return _RANGE.get(dtype, _RANGE[torch.float32])
+
+
+def _pick_chunk(length: int, limit: int) -> int:
+    """The largest chunk in [limit // 2 + 1, limit] dividing length (no tail to scan), else limit."""
+    limit = max(MIN_CHUNK, limit)
+    for size in range(limit, max(MIN_CHUNK, limit // 2 + 1) - 1, -1):
+        if length % size == 0:
+            return size
+    return limit
+
+
+def _tracked(t: Tensor) -> bool:
+    """Whether in-place ops on t must be avoided because autograd may need its value."""
+    return torch.is_grad_enabled() and t.requires_grad
+
+
+def _scan(rate: Tensor, x: Tensor, h0: Tensor | None, limit: int) -> Tensor:
+    """All states of ``h_t = exp(-rate_t) h_{t-1} + x_t`` along the LAST dim, h_{-1} = h0 (or 0).
+
+    rate, x (*rows, L), same shape, both CONSUMED: without autograd they are overwritten (in-place ops
+    keep freshly allocated memory - and its page faults - to a minimum); h0 (*rows) or None; chunks of
+    at most ``limit``. Returns h (*rows, L).
+    """
+    length = x.shape[-1]
+    size = min(_pick_chunk(length, limit), length)
+    n_chunks = length // size
+    main = n_chunks * size
+    if main < length:  # the tail (< size steps) continues from the last state; padding copies everything
+        head = _scan(rate[..., :main], x[..., :main], h0, limit)
+        tail = _scan(rate[..., main:], x[..., main:], head[..., -1], limit)
+        return torch.cat([head, tail], dim=-1)
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (rate, x, h0))
+    clamp = _range(x.dtype)[1] / size  # per-step rate clamp K: R <= BUDGET (see module doc)
+    r = (torch.clamp_max(rate, clamp) if grad else rate.clamp_max_(clamp)).unflatten(-1, (n_chunks, size))
+    x = x.unflatten(-1, (n_chunks, size))
+    cum = r.cumsum(-1) if grad else r.cumsum_(-1)
+    total = cum[..., -1].clone()  # each chunk's total rate R_T
+    if grad:
+        scale = cum.exp()  # exp(R_t) in [1, exp(T * clamp)]
+        acc = (scale * x).cumsum(-1)  # sum_{s<=t} exp(R_s) x_s
+        # Dividing by scale is cheaper, but autograd's div backward forms h / scale**2, which underflows
+        # float32 for R >~ 45 and loses those gradient terms: multiply by exp(-R) instead.
+        inv = torch.exp(-cum)
+    else:
+        scale = cum.exp_()
+        acc = x.mul_(scale).cumsum_(-1)
+    if n_chunks > 1 or h0 is not None:
+        if n_chunks > 1:  # states after each chunk: the same recurrence over chunk totals and ends
+            ends = acc[..., -1] * inv[..., -1] if grad else acc[..., -1] / scale[..., -1]
+            after = _scan(total, ends, h0, limit)
+            first = torch.zeros_like(after[..., :1]) if h0 is None else h0.unsqueeze(-1)
+            carry = torch.cat([first, after[..., :-1]], dim=-1)
+        else:
+            carry = h0.unsqueeze(-1)
+        carry = carry.unsqueeze(-1)
+        acc = acc + carry if grad else acc.add_(carry)
+    h = acc * inv if grad else acc.div_(scale)
+    return h.flatten(-2)
 
 
 def linear_scan(
-    log_decay: Tensor, x: Tensor, h0: Tensor | None = None, chunk_size: int = DEFAULT_CHUNK
+    log_decay: Tensor, x: Tensor, h0: Tensor | None = None, chunk_size: int | None = None
 ) -> Tensor:
     """All states of ``h_t = exp(log_decay_t) * h_{t-1} + x_t`` along dim 0, with h_{-1} = h0 (or 0).
 
-    Time-major: log_decay, x (L, *rows); h0 (*rows) or None. Returns h (L, *rows).
+    Time-major: log_decay, x (L, *rows); h0 (*rows) or None. Returns h (L, *rows). ``chunk_size`` caps
+    the chunk length (the dtype's range caps it too, see ``_RANGE``).
     """
-    length = x.shape[0]
-    if length == 0:
+    if x.shape[0] == 0:
         return x.clone()
-    size = min(chunk_size, length)
-    n_chunks = -(-length // size)
-    pad = n_chunks * size - length
-    if pad:  # zero log-decay and zero input carry the state through the padding unchanged
-        log_decay, x = _pad_time(log_decay, pad), _pad_time(x, pad)
-    x = x.unflatten(0, (n_chunks, size))
-    a = log_decay.unflatten(0, (n_chunks, size))
-    h = x.clone()
-    seg = a[:, 1:]  # diagonal k holds pairs (t, s = t - k): seg[t] = a_{s+1} + ... + a_t = cs_t - cs_s
-    for k in range(1, size):
-        if k > 1:
-            seg = seg[:, 1:] + a[:, 1 : size - k + 1]
-        h[:, k:].addcmul_(_decay(seg), x[:, :-k])
-    cs = a.cumsum(1)
-    if n_chunks == 1 and h0 is None:
-        return h.flatten(0, 1)[:length]
-    h_in = None if h0 is None else h0.unsqueeze(0)
-    if n_chunks > 1:  # states entering chunks 1..K-1: the same recurrence over chunk ends
-        ends = linear_scan(cs[:-1, -1], h[:-1, -1], h0, chunk_size)
-        h_in = torch.cat([torch.zeros_like(ends[:1]) if h_in is None else h_in, ends], dim=0)
-    h = h.addcmul(_decay(cs), h_in.unsqueeze(1))
-    return h.flatten(0, 1)[:length]
+    size, _, offset = _range(x.dtype)
+    size = max(MIN_CHUNK, min(size, chunk_size or size))
+    down = math.exp(-offset)  # the scan is linear: scan(x * c, h0 * c) = scan(x, h0) * c
+    h = _scan(
+        (-log_decay).movedim(0, -1),
+        (x * down).movedim(0, -1).contiguous(),
+        None if h0 is None else h0 * down,
+        size,
+    )
+    return h.movedim(-1, 0) / down
 
 
 def scan_chunked(
@@ -107,20 +155,24 @@ def scan_chunked(
     A: Tensor,
     B: Tensor,
     C: Tensor,
-    chunk_size: int = DEFAULT_CHUNK,
-    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    chunk_size: int | None = None,
 ) -> Tensor:
     """Selective scan on the grouped view (see ``prepare_scan``); returns y (b, G, P, L), contiguous.
 
-    u, delta (b, G, P, L); A (G, P, n); B, C (b, G, n, L). Works time-major on (L, b, G, n, P) tensors.
+    u, delta (b, G, P, L); A (G, P, n); B, C (b, G, n, L). Works on (b, G, P, n, L) tensors, time last.
+    The range offset is folded into the small B and C: x is scanned scaled by exp(-offset).
     """
-    # one transpose per (b, d, L) input: ops reading strided views directly are ~3x slower
-    delta_t = delta.permute(3, 0, 1, 2).contiguous().unsqueeze(3)  # (L, b, G, 1, P)
-    du_t = (delta * u).permute(3, 0, 1, 2).contiguous().unsqueeze(3)
-    log_decay = delta_t * A.transpose(1, 2)  # (L, b, G, n, P)
-    x = du_t * B.permute(3, 0, 1, 2).unsqueeze(-1)
-    size = choose_chunk_size(x.numel(), chunk_size, max_elements)
-    h = linear_scan(log_decay, x, None, size)
-    hc = h * C.permute(3, 0, 1, 2).unsqueeze(-1)
-    y = hc.squeeze(3) if hc.shape[3] == 1 else hc.sum(3)  # (L, b, G, P); a size-1 sum would copy
-    return y.permute(1, 2, 3, 0).contiguous()
+    if u.shape[-1] == 0:
+        return u.new_zeros(u.shape)
+    size, _, offset = _range(u.dtype)
+    size = max(MIN_CHUNK, min(size, chunk_size or size))
+    B, C = B * math.exp(-offset), C * math.exp(offset)
+    if A.shape[-1] == 1:  # d_state 1 (VMamba): drop the state dim, B and C broadcast over channels
+        rate = delta * A.neg()  # (b, G, P, L) * (G, P, 1)
+        x = delta * u
+        h = _scan(rate, x * B if _tracked(x) or B.requires_grad else x.mul_(B), None, size)
+        return (h * C if _tracked(h) else h.mul_(C)).contiguous()
+    rate = delta.unsqueeze(3) * A.neg().unsqueeze(-1)  # (b, G, P, n, L)
+    x = (delta * u).unsqueeze(3) * B.unsqueeze(2)
+    h = _scan(rate, x, None, size)
+    return (h * C.unsqueeze(2)).sum(3)

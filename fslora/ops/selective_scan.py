@@ -176,5 +176,7 @@ def selective_scan(
     prep = prepare_scan(u, delta, A, B, C, delta_bias, delta_softplus)
     y = _PURE_TORCH[name](prep.u, prep.delta, prep.A, prep.B, prep.C).reshape(u.shape)
     if D is not None:
-        y = torch.addcmul(y, prep.u.reshape(u.shape), D.to(y.dtype)[:, None])
+        skip = (prep.u.reshape(u.shape), D.to(y.dtype)[:, None])
+        # in place when autograd is not involved: y is the backend's fresh output (saves a page-faulting copy)
+        y = torch.addcmul(y, *skip) if torch.is_grad_enabled() and y.requires_grad else y.addcmul_(*skip)
     return y.to(u.dtype)
