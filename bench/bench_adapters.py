@@ -30,7 +30,6 @@ import math
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,8 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a plain checkout
+from timing import time_interleaved  # noqa: E402  (bench/ is the script's folder)
+
 from fslora.adapters import FSLoRAConfig, FSLoRALayer, count_parameters, inject_fslora  # noqa: E402
 from fslora.backbones.layers import Linear2d  # noqa: E402
 
@@ -58,23 +59,12 @@ VARIANTS = {
 # -- timing -------------------------------------------------------------------------------------------
 
 
-def time_interleaved(
+def median_times(
     fns: dict[str, Callable[[], None]], warmup: int, repeats: int
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Median wall and process-CPU seconds per call; the functions take turns so load changes hit all
-    alike. On a shared machine CPU seconds (with --threads 1) are the steadier measure of the work."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    wall: dict[str, list[float]] = {name: [] for name in fns}
-    cpu: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start_wall, start_cpu = time.perf_counter(), time.process_time()
-            fn()
-            wall[name].append(time.perf_counter() - start_wall)
-            cpu[name].append(time.process_time() - start_cpu)
-    median = lambda d: {name: statistics.median(s) for name, s in d.items()}  # noqa: E731
+    """Median wall and CPU seconds per call (see bench/timing.py)."""
+    wall, cpu = time_interleaved(fns, warmup, repeats)
+    median = lambda d: {n: statistics.median(v) for n, v in d.items()}  # noqa: E731
     return median(wall), median(cpu)
 
 
@@ -97,7 +87,7 @@ def bench_stage(c: int, h: int, w: int, images: int, warmup: int, repeats: int) 
         for p in layer.adapters.parameters():  # trained-looking adapters, not the all-zero init
             nn.init.normal_(p, std=0.02)
         layers[name] = layer
-    wall, cpu = time_interleaved({n: fwd_bwd(m, x) for n, m in layers.items()}, warmup, repeats)
+    wall, cpu = median_times({n: fwd_bwd(m, x) for n, m in layers.items()}, warmup, repeats)
     return {
         "shape": [2 * images, c, h, w],
         "wall_ms": {n: round(1e3 * s, 2) for n, s in wall.items()},

@@ -20,7 +20,6 @@ import json
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,8 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a plain checkout
+from timing import time_interleaved  # noqa: E402  (bench/ is the script's folder)
+
 from fslora.adapters import FSLoRAConfig, count_parameters  # noqa: E402
 from fslora.backbones import VMamba, VMambaConfig  # noqa: E402
 
@@ -40,17 +41,7 @@ def time_calls(fns: dict[str, Callable[[], Any]], warmup: int, repeats: int, bat
     beside wall seconds because there they are the steadier of the two (with ``--threads 1`` they measure
     the work itself, not the wait for a core).
     """
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    wall: dict[str, list[float]] = {name: [] for name in fns}
-    cpu: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start_wall, start_cpu = time.perf_counter(), time.process_time()
-            fn()
-            wall[name].append(time.perf_counter() - start_wall)
-            cpu[name].append(time.process_time() - start_cpu)
+    wall, cpu = time_interleaved(fns, warmup, repeats)
     return {
         name: {
             "median_s": round(statistics.median(wall[name]), 4),
