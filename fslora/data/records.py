@@ -95,9 +95,7 @@ class ImageRecord:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], root: str | None = None) -> ImageRecord:
         """Builds a record; a relative ``image_path`` is joined to ``root`` when one is given."""
-        path = str(d["image_path"])
-        if root is not None and not os.path.isabs(path):
-            path = os.path.join(root, path)
+        path = _under_root(str(d["image_path"]), root)
         frame = d.get("frame")
         return cls(
             image_path=path,
@@ -136,9 +134,7 @@ class QueryRecord:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], root: str | None = None) -> QueryRecord:
-        path = str(d["image_path"])
-        if root is not None and not os.path.isabs(path):
-            path = os.path.join(root, path)
+        path = _under_root(str(d["image_path"]), root)
         frame = d.get("frame")
         return cls(
             image_path=path,
@@ -222,3 +218,8 @@ class PersonSearchSplit:
             root="" if root is None else str(root),
             meta=dict(d.get("meta") or {}),
         )
+
+
+def _under_root(path: str, root: str | None) -> str:
+    """A relative record path joined to the dataset root (when one is given)."""
+    return os.path.join(root, path) if root is not None and not os.path.isabs(path) else path

@@ -21,7 +21,7 @@ import yaml
 
 from fslora.adapters import FSLoRAConfig
 from fslora.backbones.vmamba import VMambaConfig
-from fslora.utils.config_dict import reject_unknown_fields, to_plain
+from fslora.utils.config_dict import config_to_dict, reject_unknown_fields
 
 ARCHITECTURE = "FSLoRAPersonSearch"
 ARCHITECTURE_VERSION = 1
@@ -246,16 +246,7 @@ class PersonSearchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (tuples as lists) that ``from_dict`` turns back into an equal config."""
-        d: dict[str, Any] = {"architecture": ARCHITECTURE}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "adapters":
-                d[f.name] = value.to_dict()
-            elif dataclasses.is_dataclass(value):
-                d[f.name] = to_plain(dataclasses.asdict(value))
-            else:
-                d[f.name] = value
-        return d
+        return {"architecture": ARCHITECTURE, **config_to_dict(self, own_to_dict=("adapters",))}
 
 
 def backbone_from_dict(value: Any) -> VMambaConfig:

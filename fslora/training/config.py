@@ -15,7 +15,6 @@ alone reproduces and resumes the run. Unknown keys and bad values raise ``ValueE
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import yaml
 
 from fslora.models.config import PersonSearchConfig
-from fslora.utils.config_dict import reject_unknown_fields, to_plain
+from fslora.utils.config_dict import config_to_dict, reject_unknown_fields
 
 DATASETS = ("synthps", "cuhk-sysu", "prw", "posetrack21")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -233,16 +232,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON-able mapping that ``from_dict`` turns back into an equal config."""
-        d: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "model":
-                d[f.name] = value.to_dict()
-            elif dataclasses.is_dataclass(value):
-                d[f.name] = to_plain(dataclasses.asdict(value))
-            else:
-                d[f.name] = value
-        return d
+        return config_to_dict(self, own_to_dict=("model",))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -4,7 +4,7 @@ for turning a config back into plain JSON-able data."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import asdict, fields, is_dataclass
 from typing import Any
 
 
@@ -23,3 +23,18 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [to_plain(v) for v in value]
     return value
+
+
+def config_to_dict(config: Any, own_to_dict: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A dataclass config as plain data: fields named in `own_to_dict` use their own ``to_dict()``, other
+    nested dataclasses become plain dicts, everything else is kept as it is."""
+    d: dict[str, Any] = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name in own_to_dict:
+            d[f.name] = value.to_dict()
+        elif is_dataclass(value):
+            d[f.name] = to_plain(asdict(value))
+        else:
+            d[f.name] = value
+    return d
