@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4, help="gallery images per detect call")
     p.add_argument("--score-thresh", type=float, default=0.5, help="detection score threshold (standard 0.5)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -232,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         _check_args(args)
+        if args.threads is not None:
+            torch.set_num_threads(max(1, args.threads))
         split = load_dataset(args.dataset, args.root, gallery_size=args.gallery_size or 100)
         model = load_model(args.checkpoint, args.device)
     except (ValueError, FileNotFoundError) as e:

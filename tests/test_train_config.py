@@ -111,6 +111,7 @@ def test_set_overrides_reach_nested_and_model_fields(tmp_path):
         ({"epochs": "many"}, "epochs"),
         ({"optim": {"milestones": [8, 4]}}, "optim.milestones"),
         ({"data": {"hflip": 2}}, "data.hflip"),
+        ({"data": {"train_images": 0}}, "data.train_images"),
         ({"model": {"base": "configs/models/nano.yaml", "rpn": {"nms_thresh": 3}}}, "rpn.nms_thresh"),
         ({"model": "configs/models/missing.yaml"}, "model.base"),
         ({"init_heads": True}, "init_heads"),

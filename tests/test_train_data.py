@@ -12,6 +12,7 @@ from fslora.training.data import (
     IdentityMap,
     TrainImages,
     epoch_order,
+    evenly_spaced,
     load_dataset,
     read_rgb,
     record_target,
@@ -127,3 +128,11 @@ def test_load_dataset_names_a_missing_root(tmp_path):
         load_dataset("prw", tmp_path / "nowhere")
     with pytest.raises(ValueError, match="unknown dataset 'market'"):
         load_dataset("market", tmp_path)
+
+
+def test_evenly_spaced_subset_spans_the_list_and_keeps_order():
+    records = [_record(f"{i}.jpg", [((1, 1, 9, 9), i)]) for i in range(10)]
+    picked = evenly_spaced(records, 4)
+    assert [r.image_path for r in picked] == ["0.jpg", "3.jpg", "6.jpg", "9.jpg"]
+    assert evenly_spaced(records, None) == records
+    assert evenly_spaced(records, 50) == records

@@ -48,6 +48,9 @@ class DataConfig:
     """SynthPS only: generate the split into ``root`` with this seed when ``root`` holds none yet."""
     synthps_preset: str = "standard"
     """SynthPS preset used with ``synthps_seed`` (standard | tiny)."""
+    train_images: int | None = None
+    """Train on this many of the training images, evenly spread over the list (None = all): an epoch
+    budget below one pass, for the CPU recipes."""
 
     def validate(self) -> None:
         if self.dataset not in DATASETS:
@@ -57,6 +60,8 @@ class DataConfig:
         _positive_int("data.gallery_size", self.gallery_size)
         _number_in("data.hflip", self.hflip, 0.0, 1.0)
         _int_at_least("data.num_workers", self.num_workers, 0)
+        if self.train_images is not None:
+            _positive_int("data.train_images", self.train_images)
         if self.synthps_seed is not None:
             _int_at_least("data.synthps_seed", self.synthps_seed, 0)
             if self.dataset != "synthps":

@@ -178,6 +178,15 @@ def trainable_records(records: Sequence[ImageRecord]) -> list[ImageRecord]:
     return kept
 
 
+def evenly_spaced(records: Sequence[ImageRecord], count: int | None) -> list[ImageRecord]:
+    """``count`` records spread evenly over ``records`` (all of them when ``count`` is None or larger),
+    so a subset still covers every camera and most identities of a split ordered by camera."""
+    if count is None or count >= len(records):
+        return list(records)
+    picks = np.linspace(0, len(records) - 1, count).round().astype(int)
+    return [records[i] for i in picks]
+
+
 def epoch_order(num_samples: int, seed: int, epoch: int, hflip: float) -> tuple[np.ndarray, np.ndarray]:
     """The permutation of ``num_samples`` images for ``epoch`` and whether each one is flipped."""
     rng = np.random.default_rng([seed, epoch])

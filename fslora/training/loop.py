@@ -50,6 +50,7 @@ from fslora.training.data import (
     TrainImages,
     collate,
     describe_split,
+    evenly_spaced,
     load_dataset,
     read_rgb,
     trainable_records,
@@ -87,7 +88,7 @@ class Trainer:
         self.progress = progress
         self.device = _device(config.device)
         self.split = self._load_split(config)
-        records = trainable_records(self.split.images)
+        records = evenly_spaced(trainable_records(self.split.images), config.data.train_images)
         self.ids = IdentityMap.from_records(records)
         if self.ids.num_ids == 0:
             raise ValueError(
