@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from app.config import AppConfig
+from app.preview import remove_unused_preview
 from app.search import Hit, Searcher, SearchFilters, SearchResult, crop_hits
 from app.store import Store, VideoRecord
 from app.vector_index import IndexParams, SyncReport, VectorIndex, index_path, sync_with_store
@@ -209,12 +210,14 @@ class Engine:
             return indexer.index_reader(reader, name=name, cancel=cancel, progress=progress)
 
     def remove_video(self, video_id: int) -> int:
-        """Deletes a video, its rows and its vectors; returns how many detections went."""
-        model_id = self.store.get_video(video_id).model_id
-        index = self.vector_index(model_id)
+        """Deletes a video, its rows, its vectors and (when no other stored video has the same content)
+        its browser preview; returns how many detections went."""
+        video = self.store.get_video(video_id)
+        index = self.vector_index(video.model_id)
         ids = self.store.remove_video(video_id)
         index.remove(ids)
-        index.save(self.index_file(model_id))
+        index.save(self.index_file(video.model_id))
+        remove_unused_preview(self.config, self.store.list_videos(), video.content_hash)
         return len(ids)
 
     # -- search ---------------------------------------------------------------------------------------

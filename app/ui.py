@@ -2,13 +2,18 @@
 the pictures in `app/ui_render.py`, the first-launch choices in `app/ui_setup.py`.
 
 Tabs: Library (upload or index a local folder, progress per video, table, remove), Search (pick a
-video and a sampled frame, click a person; results grouped into appearances; search by photo),
+video and a sampled frame, by slider or from the player's current time, click a person; results grouped
+into appearances, a click on one moves the player there; search by photo),
 Experts (the adapters' expert masks det vs reid over the frame, frequency weights per layer), Model
 (bundled checkpoint, local folder or Hub repo + revision; the model card).
 
 Server-wide state is the `Studio` (the engine); per-session state (selected video and frame, current
-results) is a `gr.State(Session())`. Named API endpoints for `gradio_client`: `/index` (upload files),
-`/search` (video, frame, x, y), `/search_detection`, `/search_photo`, `/videos`, `/frames`, `/model`.
+results, the video in the player) is a `gr.State(Session())`. The player (a WebM preview from
+`app/preview.py`) is driven through `gr.Video`'s `playback_position`: written to seek, read (the handler
+takes the component itself as a parameter) for "Use current frame"; no custom JavaScript.
+
+Named API endpoints for `gradio_client`: `/index` (upload files), `/search` (video, frame, x, y),
+`/search_detection`, `/search_photo`, `/videos`, `/frames`, `/model`.
 Heavy events (indexing, photo search, expert capture, model loading) share one concurrency group
 ("gpu", one at a time) and are wrapped with `spaces.GPU` on Hugging Face ZeroGPU Spaces.
 """
@@ -24,6 +29,7 @@ from typing import Any
 import gradio as gr
 
 from app.config import AppConfig
+from app.preview import PREVIEW_DIRNAME
 from app.spaces import gpu
 from app.ui_actions import (
     HITS_COLUMNS,
@@ -83,6 +89,8 @@ class _UI:
     frame_slider: gr.Slider
     top_k: gr.Slider
     frame_caption: gr.Markdown
+    player: gr.Video
+    use_time_btn: gr.Button
     frame_image: gr.Image
     query_info: gr.Markdown
     gallery: gr.Gallery
@@ -134,8 +142,14 @@ def _layout(studio: Studio) -> _UI:
                                               elem_id="frame-slider")
                 c["top_k"] = gr.Slider(1, 50, value=10, step=1, label="Results (top-k)", elem_id="top-k")
             c["frame_caption"] = gr.Markdown("Pick a video.", elem_id="frame-caption")
-            c["frame_image"] = gr.Image(label="Frame: click a person", type="numpy", interactive=False,
-                                        elem_id="frame-image", show_label=False)
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=1, min_width=320):
+                    c["player"] = gr.Video(label="Video (preview)", interactive=False, elem_id="player",
+                                           buttons=["download"])
+                    c["use_time_btn"] = gr.Button("Use current frame", elem_id="use-time-btn")
+                with gr.Column(scale=1, min_width=320):
+                    c["frame_image"] = gr.Image(label="Frame: click a person", type="numpy",
+                                                interactive=False, elem_id="frame-image", show_label=False)
             c["query_info"] = gr.Markdown(elem_id="query-info")
             c["gallery"] = gr.Gallery(label="Appearances (best match of each)", columns=8, height=250,
                                       fit_columns=False, object_fit="contain", allow_preview=False,
@@ -239,23 +253,67 @@ def _wire_search(studio: Studio, ui: _UI) -> None:
                ui.session]
     unchanged = [gr.skip()] * 5
 
-    def show_frame(video_id: int | None, position: float, state: Session) -> tuple[Any, Any, Session]:
+    def show_frame(video_id: int | None, position: float, state: Session) -> tuple[Any, Any, Any, Session]:
+        """(frame image, caption, player update, session) for sampled frame `position` of a video; the
+        player follows when it holds that video."""
         frames = studio.frames(video_id) if video_id is not None else []
         if not frames:
-            return None, "Pick a video with indexed frames.", state
-        frame_index = frames[min(max(int(position), 0), len(frames) - 1)][0]
+            return None, "Pick a video with indexed frames.", gr.skip(), state
+        frame_index, timestamp_s, _ = frames[min(max(int(position), 0), len(frames) - 1)]
         try:
             view = studio.frame_view(video_id, frame_index)
         except UserError as exc:
-            return gr.skip(), _warn(exc), state
-        state.video_id, state.frame_index, state.scale = video_id, frame_index, view.scale
+            return gr.skip(), _warn(exc), gr.skip(), state
+        state.video_id, state.frame_index, state.scale = int(video_id), frame_index, view.scale
         state.query_id = None
-        return view.image, view.caption, state
+        follows = state.player_video_id == state.video_id
+        seek = gr.update(playback_position=timestamp_s) if follows else gr.skip()
+        return view.image, view.caption, seek, state
+
+    def player_at(video_id: int, time_s: float, state: Session, progress: gr.Progress) -> Any:
+        """The player moved to `time_s` of a video, loading that video's preview first (made on first use,
+        with a progress bar) unless the player holds it already; a failure is shown and changes nothing."""
+        if state.player_video_id == video_id:
+            return gr.update(playback_position=time_s)
+        try:
+            path = studio.preview(video_id, lambda done, total: progress(
+                (done, total), desc="Making a playable preview", unit="frames"))
+        except UserError as exc:
+            _warn(exc)
+            return gr.skip()
+        state.player_video_id = video_id
+        return gr.update(value=str(path), playback_position=time_s)
 
     def on_video(video_id: int | None, state: Session) -> tuple[Any, ...]:
         n = len(studio.frames(video_id)) if video_id is not None else 0
         slider = gr.update(minimum=0, maximum=max(n - 1, 1), value=0, interactive=n > 1)
         return (slider, *show_frame(video_id, 0, state))
+
+    def on_player(video_id: int | None, state: Session,
+                  progress: gr.Progress = gr.Progress()) -> tuple[Any, Session]:  # noqa: B008
+        """Loads the picked video into the player, at the shown frame (after `on_video`)."""
+        if video_id is None or video_id != state.video_id or state.frame_index is None:
+            return gr.skip(), state
+        frames = {index: ts for index, ts, _ in studio.frames(video_id)}
+        return player_at(int(video_id), frames.get(state.frame_index, 0.0), state, progress), state
+
+    def on_use_time(player: gr.Video, state: Session) -> tuple[Any, ...]:
+        """Shows the sampled frame at or just before the player's current time (switching the picked video
+        to the player's, when a result from another video was loaded into it)."""
+        video_id = state.player_video_id
+        if video_id is None:
+            return gr.skip(), gr.skip(), gr.skip(), _warn(UserError("the player holds no video yet")), state
+        try:
+            position = studio.frame_position_at(video_id, float(player.playback_position or 0.0))
+        except UserError as exc:
+            return gr.skip(), gr.skip(), gr.skip(), _warn(exc), state
+        dropdown, slider = gr.skip(), gr.update(value=position)
+        if video_id != state.video_id:
+            n = len(studio.frames(video_id))
+            dropdown = gr.update(value=video_id)
+            slider = gr.update(minimum=0, maximum=max(n - 1, 1), value=position, interactive=n > 1)
+        image, caption, _, state = show_frame(video_id, position, state)  # the player stays where it is
+        return dropdown, slider, image, caption, state
 
     def show_results(view: SearchView, state: Session, frame: Any = None) -> tuple[Any, ...]:
         state.best_hits = view.best_hits
@@ -281,24 +339,43 @@ def _wire_search(studio: Studio, ui: _UI) -> None:
         except UserError as exc:
             return (gr.skip(), _warn(exc), *unchanged)
 
-    def on_result(state: Session, evt: gr.SelectData) -> tuple[Any, Any]:
+    def on_result(state: Session, evt: gr.SelectData) -> tuple[Any, Any, Session]:
+        """The result's frame with the match highlighted (then `on_result_player`)."""
         index = evt.index if isinstance(evt.index, int) else evt.index[0]
+        state.shown_hit = None
         if not 0 <= index < len(state.best_hits):
-            return gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), state
+        hit = state.best_hits[index]
         try:
-            view = studio.hit_view(state.best_hits[index])
+            view = studio.hit_view(hit)
         except UserError as exc:
-            return gr.skip(), _warn(exc)
-        return view.image, view.caption
+            return gr.skip(), _warn(exc), state
+        state.shown_hit = hit
+        return view.image, view.caption, state
 
-    ui.video_dd.change(on_video, [ui.video_dd, ui.session],
-                       [ui.frame_slider, ui.frame_image, ui.frame_caption, ui.session], **PRIVATE)
+    def on_result_player(state: Session,
+                         progress: gr.Progress = gr.Progress()) -> tuple[Any, Session]:  # noqa: B008
+        """The player moved to the shown result's time: a separate step, so the result's frame never waits
+        for a preview being encoded."""
+        hit = state.shown_hit
+        if hit is None:
+            return gr.skip(), state
+        return player_at(hit.video_id, hit.timestamp_s, state, progress), state
+
+    # .input, not .change: "Use current frame" sets the dropdown itself and must not reset the slider
+    ui.video_dd.input(on_video, [ui.video_dd, ui.session],
+                      [ui.frame_slider, ui.frame_image, ui.frame_caption, ui.player, ui.session], **PRIVATE
+                      ).then(on_player, [ui.video_dd, ui.session], [ui.player, ui.session], **PRIVATE)
     ui.frame_slider.input(show_frame, [ui.video_dd, ui.frame_slider, ui.session],
-                          [ui.frame_image, ui.frame_caption, ui.session], trigger_mode="always_last",
+                          [ui.frame_image, ui.frame_caption, ui.player, ui.session],
+                          trigger_mode="always_last", **PRIVATE)
+    ui.use_time_btn.click(on_use_time, [ui.player, ui.session],
+                          [ui.video_dd, ui.frame_slider, ui.frame_image, ui.frame_caption, ui.session],
                           **PRIVATE)
     ui.frame_image.select(on_click, [ui.session, ui.top_k], results, **PRIVATE)
     ui.photo_btn.click(on_photo, [ui.photo, ui.top_k, ui.session], results, api_name="search_photo", **GPU)
-    ui.gallery.select(on_result, [ui.session], [ui.result_image, ui.result_caption], **PRIVATE)
+    ui.gallery.select(on_result, [ui.session], [ui.result_image, ui.result_caption, ui.session], **PRIVATE
+                      ).then(on_result_player, [ui.session], [ui.player, ui.session], **PRIVATE)
 
 
 def _wire_experts(studio: Studio, ui: _UI) -> None:
@@ -414,8 +491,9 @@ def create_studio(args: argparse.Namespace) -> Studio:
 
 
 def media_dirs(data_dir: Path) -> list[Path]:
-    """The only folders served besides Gradio's own cache: uploads and demo media (never the DB)."""
-    return [data_dir / "videos", data_dir / "demo"]
+    """The only folders served besides Gradio's own cache: uploads, demo media and the players' previews
+    (never the DB)."""
+    return [data_dir / "videos", data_dir / "demo", data_dir / PREVIEW_DIRNAME]
 
 
 def launch(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ results) stays in the UI's `gr.State` and is passed in explicitly.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import shutil
 import threading
@@ -27,6 +28,7 @@ import numpy as np
 from app.config import AppConfig
 from app.engine import BUNDLED_CHECKPOINT, Engine
 from app.indexer import Progress
+from app.preview import PreviewError, Previews
 from app.search import Hit, SearchResult
 from app.store import VideoRecord, file_sha256
 from app.ui_render import (
@@ -107,6 +109,8 @@ class Session:
     scale: float = 1.0
     query_id: int | None = None
     best_hits: list[Hit] = field(default_factory=list)
+    player_video_id: int | None = None  # the video whose preview the player holds (may differ after a result)
+    shown_hit: Hit | None = None  # the result whose frame is shown (the player moves to it)
 
 
 class Studio:
@@ -119,6 +123,7 @@ class Studio:
         self.desktop = desktop
         self.display_max_side = display_max_side
         self.videos_dir = Path(config.data_dir) / "videos"
+        self.previews = Previews(config)
         self._engine = Engine(config, model_source=choice.source, revision=choice.revision)
         self._engine_lock = threading.RLock()
         self._jobs: dict[str, Job] = {}
@@ -380,6 +385,27 @@ class Studio:
 
     def frames(self, video_id: int) -> list[tuple[int, float, int]]:
         return self.engine.store.list_frames(int(video_id))
+
+    def frame_position_at(self, video_id: int, time_s: float) -> int:
+        """Position (slider value) of the last sampled frame shown at or before `time_s` of the video: the
+        frame a paused player is on, or just passed. Before the first sampled frame: 0."""
+        timestamps = [ts for _, ts, _ in self.frames(video_id)]
+        if not timestamps:
+            raise UserError(f"video #{video_id} has no indexed frames")
+        # 1 ms of slack: a player seeked to a frame's timestamp may report it a hair early
+        return max(0, bisect.bisect_right(timestamps, float(time_s) + 1e-3) - 1)
+
+    def preview(self, video_id: int, progress: Callable[[int, int], None] | None = None) -> Path:
+        """The browser-playable preview of a video (WebM, see `app/preview.py`), made on first use."""
+        try:
+            video = self.engine.store.get_video(int(video_id))
+        except KeyError:
+            raise UserError(f"no video with id {video_id}") from None
+        try:
+            return self.previews.ensure(video, progress)
+        except (VideoError, PreviewError) as exc:
+            problem = str(exc).replace(video.path, video.name)
+            raise UserError(f"{video.name}: no playable preview ({problem})") from None
 
     # -- frames and search --------------------------------------------------------------------------
 

@@ -243,11 +243,34 @@ def test_remove_video_deletes_its_rows_and_our_copy(studio: Studio, media: dict[
     plain = next(r for r in rows if r[COLUMN["video"]] == "plain.avi")
     copy = Path(studio.engine.store.get_video(plain[COLUMN["id"]]).path)
     assert copy.is_file() and copy.parent == studio.videos_dir.resolve()
+    preview = studio.preview(plain[COLUMN["id"]])
+    assert preview.is_file()
     assert "Removed plain.avi" in studio.remove_video(plain[COLUMN["id"]])
     assert [r[COLUMN["video"]] for r in _rows(studio)] == ["walk.mp4"]
-    assert not copy.exists()
+    assert not copy.exists() and not preview.exists()
     with pytest.raises(UserError, match="no video"):
         studio.remove_video(plain[COLUMN["id"]])
+
+
+def test_player_time_maps_to_a_sampled_frame_and_the_preview_plays_the_video(studio: Studio):
+    video_id = next(r[COLUMN["id"]] for r in _rows(studio) if r[COLUMN["video"]] == "walk.mp4")
+    assert [ts for _, ts, _ in studio.frames(video_id)] == [0.0, 1.0, 2.0]
+    times = (-1.0, 0.0, 0.99, 1.0, 1.8, 2.0, 99.0)  # the sampled frame at or before, not the nearest
+    assert [studio.frame_position_at(video_id, t) for t in times] == [0, 0, 0, 1, 1, 2, 2]
+    with pytest.raises(UserError, match="no indexed frames"):
+        studio.frame_position_at(9999, 1.0)
+
+    preview = studio.preview(video_id)
+    assert preview.parent == studio.previews.folder and preview.suffix == ".webm"
+    cap = cv2.VideoCapture(str(preview))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    assert n == 15  # 3 s at 5 fps: every frame of the 640x384 source
+    assert studio.preview(video_id) == preview
+    with pytest.raises(UserError, match="no video with id"):
+        studio.preview(9999)
 
 
 def test_folder_indexing_is_desktop_only(studio: Studio, tmp_path: Path):

@@ -173,6 +173,36 @@ def _unambiguous_points(dets: list, n: int = 3, margin: float = 3.0) -> list[tup
     return out
 
 
+PLAYER_JS = "document.querySelector('#player video')"
+
+
+def _player_ready(page: Page) -> None:
+    """Waits until the player has loaded a preview's metadata (the preview may be encoded first)."""
+    loaded = f"() => {{ const v = {PLAYER_JS}; return !!v && v.readyState >= 1 && v.duration > 0; }}"
+    page.wait_for_function(loaded, timeout=TIMEOUT_MS)
+
+
+def _player_time(page: Page) -> float:
+    return page.evaluate(f"() => {PLAYER_JS}.currentTime")
+
+
+def _seek_player(page: Page, time_s: float) -> None:
+    """Moves the player as a user dragging its bar would, returning once the seek is done."""
+    page.evaluate(f"""t => new Promise(done => {{
+        const v = {PLAYER_JS}; v.addEventListener('seeked', () => done(), {{once: true}}); v.currentTime = t;
+    }})""", time_s)
+
+
+def _wait_player_near(page: Page, time_s: float, tolerance_s: float) -> None:
+    page.wait_for_function(f"t => Math.abs({PLAYER_JS}.currentTime - t) <= {tolerance_s}", arg=time_s)
+
+
+def _seconds(text: str) -> float:
+    """Seconds of the first mm:ss.s in a caption."""
+    minutes, seconds = re.search(r"(\d+):(\d\d\.\d)", text).groups()
+    return 60 * int(minutes) + float(seconds)
+
+
 def _hits_rows(page: Page) -> list[list[str]]:
     return [row for row in _table(page, "hits-table") if any(row)]
 
@@ -195,12 +225,14 @@ def test_upload_search_results_and_expert_overlay(page: Page, server: AppServer,
     _shot(page, "library")
 
     _pick_video(page, "walk.mp4")
+    _player_ready(page)  # the mp4v upload plays as its WebM preview
     video, frame_index, dets = _frame_detections(server, "walk.mp4", position=2)
     number = page.locator("#frame-slider input[type=number]")
     number.fill("2")
     number.press("Enter")
     expect(page.locator("#frame-caption")).to_contain_text(f"frame {frame_index} at 00:02.0")
     expect(number).to_have_value("2")
+    _wait_player_near(page, 2.0, 0.05)  # the player follows the slider
     target = max(dets, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
     cx, cy = (target.box[0] + target.box[2]) / 2, (target.box[1] + target.box[3]) / 2
     expected = dets[pick_detection([d.box for d in dets], cx, cy)]
@@ -214,9 +246,16 @@ def test_upload_search_results_and_expert_overlay(page: Page, server: AppServer,
     assert "walk.mp4" in page.locator("#results-gallery").inner_text()
     _shot(page, "search")
 
+    away = 0.0 if _seconds(hits[0][4]) >= 1.5 else 3.9  # the first result is the top hit's appearance
+    _seek_player(page, away)
     gallery.first.click()
     expect(page.locator("#result-caption")).to_contain_text("similarity")
     expect(page.locator("#result-image img")).to_be_visible()
+    result_s = _seconds(page.locator("#result-caption").inner_text())
+    interval = 1.0  # sample_fps 1 (write_app_config)
+    assert abs(away - result_s) > interval  # so the check below sees a move
+    _wait_player_near(page, result_s, interval)
+    assert abs(_player_time(page) - result_s) <= interval
     _shot(page, "search-result")
 
     page.get_by_role("tab", name="Experts").click()
@@ -229,6 +268,15 @@ def test_upload_search_results_and_expert_overlay(page: Page, server: AppServer,
     page.get_by_role("tab", name="Model").click()
     expect(page.locator("#model-card")).to_contain_text("small-random-nano")
     _shot(page, "model")
+
+    page.get_by_role("tab", name="Search").click()  # "Use current frame": 1.8 s -> the frame of 1.0 s
+    _seek_player(page, 1.8)
+    page.click("#use-time-btn")
+    _, frame_1s, _ = _frame_detections(server, "walk.mp4", position=1)
+    expect(page.locator("#frame-caption")).to_contain_text(f"frame {frame_1s} at 00:01.0")
+    expect(number).to_have_value("1")
+    assert abs(_player_time(page) - 1.8) < 0.05  # the player stays where the user left it
+    _shot(page, "search-use-current-frame")
 
     trained = os.environ.get("FSLORA_TRAINED_MODEL")
     if trained:  # enabled by the lead once a trained checkpoint exists (the server then runs it)
