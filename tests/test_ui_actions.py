@@ -15,8 +15,8 @@ import pytest
 import torch
 from test_ui_support import small_random_checkpoint
 
+from app import ui_actions, ui_setup
 from app.config import AppConfig
-from app.engine import BUNDLED_CHECKPOINT
 from app.search import pick_detection
 from app.ui_actions import LIBRARY_COLUMNS, Session, Studio, UserError
 from app.ui_render import MATCH_COLOR, QUERY_COLOR
@@ -73,10 +73,17 @@ def _rows(studio: Studio) -> list[list]:
     return studio.library_rows()
 
 
-def test_first_launch_falls_back_to_a_labelled_random_model_saved_once(tmp_path: Path):
-    if is_checkpoint_dir(BUNDLED_CHECKPOINT):  # once a trained checkpoint is bundled it wins
-        assert choose_startup_model(None, tmp_path).source == str(BUNDLED_CHECKPOINT)
-        return
+def test_first_launch_prefers_a_bundled_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    bundled = small_random_checkpoint(tmp_path / "weights" / "bundled")  # stands in for weights/...
+    monkeypatch.setattr(ui_setup, "BUNDLED_MODEL", bundled)
+    choice = choose_startup_model(None, tmp_path)
+    assert choice.source == str(bundled) and not choice.untrained
+    assert not (tmp_path / "models").exists(), "no fallback model is made when a bundled one exists"
+
+
+def test_first_launch_falls_back_to_a_labelled_random_model_saved_once(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(ui_setup, "BUNDLED_MODEL", tmp_path / "no-bundled-checkpoint")
     choice = choose_startup_model(None, tmp_path)
     assert choice.untrained and "untrained" in choice.label
     folder = Path(choice.source)
@@ -221,7 +228,8 @@ def test_switching_models_keeps_indexes_per_model_and_refuses_bad_checkpoints(
         studio.load_model("hub", "nobody-here/no-such-model", "v9")
     with pytest.raises(UserError, match="no such folder"):
         studio.load_model("folder", str(tmp_path / "missing"))
-    if not BUNDLED_CHECKPOINT.is_dir():
+    with monkeypatch.context() as m:
+        m.setattr(ui_actions, "BUNDLED_CHECKPOINT", tmp_path / "no-bundled-checkpoint")
         with pytest.raises(UserError, match="no bundled checkpoint"):
             studio.load_model("bundled")
     assert studio.choice == original and len(_rows(studio)) == n_before
