@@ -162,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as e:
             failed.append(row)
             print(f"error: row {row}: {e}", file=sys.stderr)
+    results.sort(key=lambda r: list(ROWS).index(r["row"]))  # the paper's row order, whatever ran first
     args.out.mkdir(parents=True, exist_ok=True)
     table = format_markdown(results, args.eval_root)
     (args.out / "ablation.md").write_text(table)
