@@ -127,3 +127,13 @@ def vtest_path() -> Path:
     if not path.is_file():
         pytest.fail(f"test video {path} is missing: set FSLORA_TEST_VIDEO or run ./run.sh test once")
     return path
+
+
+@pytest.fixture(scope="session")
+def split_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SynthPS "tiny" split (seed 0) rendered once per run; tests read it, none writes into it."""
+    from fslora.data import generate_split
+
+    root = tmp_path_factory.mktemp("synthps-tiny")
+    generate_split(root, seed=0, preset="tiny", progress=False)
+    return root

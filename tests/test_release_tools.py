@@ -15,20 +15,12 @@ import torch
 import yaml
 
 from fslora.ablation import main as ablation_main
-from fslora.data import generate_split
 from fslora.models import FSLoRAPersonSearch
 from fslora.models.checkpoint import inference_state_dict
 from fslora.publish import main as publish_main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "train" / "tiny_test.yaml"
-
-
-@pytest.fixture(scope="module")
-def split_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synthps-tiny")
-    generate_split(root, seed=0, preset="tiny", progress=False)
-    return root
 
 
 @pytest.fixture(scope="module")

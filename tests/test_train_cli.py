@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from fslora.data import generate_split
 from fslora.evaluate import main as evaluate_main
 from fslora.models import FSLoRAPersonSearch
 from fslora.train import main as train_main
@@ -34,13 +33,6 @@ def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=240
     )
-
-
-@pytest.fixture(scope="module")
-def split_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synthps-tiny")
-    generate_split(root, seed=0, preset="tiny", progress=False)
-    return root
 
 
 @pytest.fixture(scope="module")
