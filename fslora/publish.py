@@ -22,11 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fslora.models.checkpoint import WEIGHTS_NAME
-
-
-def _commands(run: Path) -> list[str]:
-    file = run / "command.txt"
-    return [line for line in file.read_text().splitlines() if line.strip()] if file.is_file() else []
+from fslora.training.loop import run_commands
 
 
 def training_text(stages: Sequence[Path], run: Path, report: dict[str, Any]) -> str:
@@ -39,7 +35,7 @@ def training_text(stages: Sequence[Path], run: Path, report: dict[str, Any]) -> 
             if config.is_file()
             else f"Stage {i} (`{folder}`):"
         )
-        lines += [""] + [f"    {c}" for c in _commands(folder) or ["(command not recorded)"]] + [""]
+        lines += [""] + [f"    {c}" for c in run_commands(folder) or ["(command not recorded)"]] + [""]
     lines.append(
         f"Metrics below: `python -m fslora.evaluate` on `{report.get('root')}` ({report.get('split')}, "
         f"{report.get('gallery_images')} gallery images, score threshold {report.get('score_thresh')}), "

@@ -375,7 +375,7 @@ class Trainer:
             f"{c.data.dataset} `{info['name']}` at `{info['root']}`: {info['train_images']} training images, "
             f"{info['train_identities']} identities. {c.epochs} epochs, batch {c.batch_size}, "
             f"SGD lr {c.optim.lr:g}. Command:\n\n"
-            + "\n".join(f"    {line}" for line in _commands(self.run_dir))
+            + "\n".join(f"    {line}" for line in run_commands(self.run_dir))
             + "\n\nFull training config: `config.yaml` of the run folder."
         )
         metrics = dict(self.last_eval or {})
@@ -393,7 +393,8 @@ class Trainer:
         }
 
 
-def _commands(run_dir: Path) -> list[str]:
+def run_commands(run_dir: Path) -> list[str]:
+    """The command lines that started and resumed a run (its command.txt), oldest first."""
     file = run_dir / "command.txt"
     return [line for line in file.read_text().splitlines() if line] if file.is_file() else []
 
