@@ -230,6 +230,7 @@ def test_budget_config_adds_less_than_two_percent_to_the_backbone():
         ({"adapters": {"r": 0}}, "r"),
         ({"transform": {"min_size": 900, "max_size": 100}}, "max_size"),
         ({"embedding_dim": 255}, "embedding_dim"),
+        ({"person_score": "cosine"}, "person_score"),
     ],
 )
 def test_config_errors_name_the_field(data, field):
@@ -267,6 +268,29 @@ def test_baseline_without_adapters_trains_the_whole_backbone(torch_single_thread
     assert len(baseline.detect(images, score_thresh=0.0)) == 2
     with pytest.raises(ValueError, match="use_adapters"):
         baseline.detect(images, capture_routing=True)
+
+
+def test_det_person_score_comes_from_a_det_stream_classifier(torch_single_thread):
+    torch.manual_seed(0)
+    model = FSLoRAPersonSearch(tiny_config(person_score="det")).train()
+    classifier = model.head.person_classifier
+    assert classifier is not None and classifier[1].in_features == model.backbone.out_channels[-1]
+    assert FSLoRAPersonSearch(tiny_config()).head.person_classifier is None  # the paper's norm score
+    images, targets = images_and_targets()
+    model.head.oim.lut.copy_(F.normalize(torch.randn_like(model.head.oim.lut), dim=1))  # OIM past step 0
+    losses = model(images, targets)
+    sum(losses.values()).backward()
+    assert classifier[1].weight.grad is not None and classifier[1].weight.grad.abs().sum() > 0
+    assert model.head.embedding.rescaler.weight.grad is None  # the norm no longer scores people
+    assert model.head.embedding.projections[0][0].weight.grad.abs().sum() > 0  # OIM still trains it
+    # the classifier alone decides: its bias moves every score to ~1 or ~0
+    with torch.no_grad():
+        classifier[1].bias.fill_(20.0)
+    found = model.detect(images, score_thresh=0.99)
+    assert all(len(d) > 0 and bool((d.scores > 0.99).all()) for d in found)
+    with torch.no_grad():
+        classifier[1].bias.fill_(-20.0)
+    assert all(len(d) == 0 for d in model.detect(images, score_thresh=0.01))
 
 
 def test_image_without_people_and_misuse(model):

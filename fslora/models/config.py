@@ -28,6 +28,8 @@ ARCHITECTURE_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HEADS = ("nae",)
+PERSON_SCORES = ("norm", "det")
+"""Where the NAE head's person logit comes from (see `PersonSearchConfig.person_score`)."""
 
 
 @dataclass
@@ -171,6 +173,11 @@ class PersonSearchConfig:
     head: str = "nae"
     embedding_dim: int = 256
     """Re-id embedding size: half from the pooled stage-3 RoI, half from the pooled stage-4 output."""
+    person_score: str = "norm"
+    """Person logit of each RoI. ``"norm"``: NAE's norm-aware score, the embedding norm through
+    BatchNorm1d(1) (the paper's head). ``"det"``: a linear classifier on the det stream's pooled box-head
+    output (ours, for backbones trained from scratch: there OIM's pull on the shared embedding drives the
+    norm score to chance, README "Status of the CPU recipe")."""
     transform: TransformConfig = field(default_factory=TransformConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi: RoIConfig = field(default_factory=RoIConfig)
@@ -202,6 +209,8 @@ class PersonSearchConfig:
             )
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.person_score not in PERSON_SCORES:
+            raise ValueError(f"person_score must be one of {PERSON_SCORES}, got {self.person_score!r}")
         _positive_int("embedding_dim", self.embedding_dim)
         if self.embedding_dim % 2:
             raise ValueError(f"embedding_dim must be even (two halves), got {self.embedding_dim}")

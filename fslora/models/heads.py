@@ -14,6 +14,10 @@ AlignPS-style anchor-free head can implement `PersonSearchHead` without touching
 - reid half -> `NormAwareEmbedding`: the embedding's norm (through BatchNorm1d(1)) is the person logit,
   its direction the identity. `fastrcnn_loss` gets logits ``[0, z]`` so its 2-way cross-entropy is
   exactly the BCE on ``z`` (softmax([0, z])[1] = sigmoid(z));
+- with ``person_score="det"`` (ours) the logit ``z`` comes instead from BatchNorm1d + a linear classifier
+  on the det half, and the embedding serves identity only. From-scratch backbones need it: OIM suppresses the
+  component all people share, which is what the norm would have to carry, so the norm score stays at
+  chance (measured on the nano recipe: README, "Status of the CPU recipe");
 - OIM loss on the foreground RoIs' embeddings.
 Proposal matching, fg/bg sampling and the box coder are torchvision's `RoIHeads` machinery.
 
@@ -201,6 +205,15 @@ class NAEHead(PersonSearchHead):
         self.box_predictor = nn.Linear(box_head_channels, 2 * 4)
         nn.init.normal_(self.box_predictor.weight, std=0.001)
         nn.init.zeros_(self.box_predictor.bias)
+        # Person score from the det stream (person_score="det"); None = NAE's norm-aware score.
+        # BatchNorm first: on raw pooled features plain SGD learns the score far more slowly (measured).
+        self.person_classifier: nn.Sequential | None = None
+        if config.person_score == "det":
+            self.person_classifier = nn.Sequential(
+                nn.BatchNorm1d(box_head_channels), nn.Linear(box_head_channels, 1)
+            )
+            nn.init.normal_(self.person_classifier[1].weight, std=0.01)
+            nn.init.zeros_(self.person_classifier[1].bias)
         # Embedding + OIM (reid stream)
         self.embedding = NormAwareEmbedding((in_channels, box_head_channels), config.embedding_dim)
         self.oim = OIMLoss(
@@ -258,6 +271,8 @@ class NAEHead(PersonSearchHead):
         pooled = self._pooled_roi_features(trunk, boxes, STREAMS)
         box_regression = self.box_predictor(pooled["det"][1])
         embeddings, logits = self.embedding(pooled["reid"])
+        if self.person_classifier is not None:
+            logits = self.person_classifier(pooled["det"][1]).squeeze(1)
         return box_regression, embeddings, logits
 
     # -- PersonSearchHead ----------------------------------------------------------------------------
