@@ -179,6 +179,10 @@ class TrainConfig:
     ``.safetensors`` state dict, or an official VMamba ImageNet ``.pth``. Used only on a fresh start."""
     init_heads: bool = False
     """With ``init_backbone_from`` a person-search checkpoint: also load its head (not the OIM tables)."""
+    precise_bn_batches: int = 20
+    """Before every checkpoint and the final save, recompute BatchNorm running stats on this many
+    training batches with the current weights (0 = keep the running averages); see
+    `fslora.training.precise_bn`."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -200,6 +204,7 @@ class TrainConfig:
         _positive_int("log_every", self.log_every)
         _int_at_least("checkpoint_every_steps", self.checkpoint_every_steps, 0)
         _positive_int("keep_checkpoints", self.keep_checkpoints)
+        _int_at_least("precise_bn_batches", self.precise_bn_batches, 0)
         if self.init_heads and not self.init_backbone_from:
             raise ValueError("init_heads needs init_backbone_from (the checkpoint to take the heads from)")
         if self.eval.multi_view and self.data.dataset == "cuhk-sysu":

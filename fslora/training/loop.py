@@ -62,6 +62,7 @@ from fslora.training.plots import (
     plot_frequency_weights,
     plot_losses,
 )
+from fslora.training.precise_bn import recompute_batchnorm_stats
 from fslora.training.schedule import build_scheduler
 
 logger = logging.getLogger("fslora.train")
@@ -111,6 +112,7 @@ class Trainer:
                 init_weights_from(self.model, config.init_backbone_from, heads=config.init_heads),
             )
         self.model.to(self.device).train()
+        self._bn_refreshed_at: int | None = None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         opt = config.optim
         self.optimizer = torch.optim.SGD(
@@ -299,7 +301,21 @@ class Trainer:
         record["images"] = [s.index for s in batch]
         return record
 
+    def _refresh_batchnorm(self) -> None:
+        """Precise BatchNorm stats (``precise_bn_batches``) for the current weights, once per step."""
+        wanted = self.config.precise_bn_batches
+        if not wanted or self._bn_refreshed_at == self.progress_state.step:
+            return
+        size = self.config.batch_size
+        picks = evenly_spaced(range(len(self.dataset)), wanted * size)  # unflipped, spread over the split
+        samples = ([self.dataset[i] for i in picks[k : k + size]] for k in range(0, len(picks), size))
+        batches = (([s.image for s in b], [s.target for s in b]) for b in samples)
+        with self._own_rng():  # the RPN / RoI samplers draw random numbers
+            recompute_batchnorm_stats(self.model, batches)
+        self._bn_refreshed_at = self.progress_state.step
+
     def _checkpoint(self) -> Path:
+        self._refresh_batchnorm()
         return save_checkpoint(
             self.run_dir / "checkpoints",
             self.model,
@@ -316,6 +332,7 @@ class Trainer:
         every = self.config.eval.every
         final = done == self.config.epochs and self.config.eval.at_end
         if final or (every and done % every == 0):
+            self._refresh_batchnorm()
             with self._own_rng():  # evaluation and plots must not shift the training RNG stream
                 self.last_eval = self.evaluate(full=final)
             self.metrics.write({"kind": "eval", "epoch": done, "step": p.step, **self.last_eval})
