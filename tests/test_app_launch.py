@@ -1,4 +1,4 @@
-"""`python app.py` on a fresh data folder: the untrained fallback model, the demo video indexed in the
+"""`python app.py` on a fresh data folder: the bundled trained checkpoint, the demo video indexed in the
 background, the file route serving nothing outside the media folders, and clear errors for bad flags."""
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import httpx
 import pytest
 from test_ui_support import REPO, AppServer, write_app_config
 
+from app.engine import BUNDLED_CHECKPOINT
 from app.ui_setup import DEMO_SEED, RANDOM_MODEL_NAME
+from fslora.models import PersonSearchConfig
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,7 @@ def first_launch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer
     app.stop()
 
 
-def test_first_launch_indexes_the_demo_with_the_labelled_untrained_model(first_launch: AppServer):
+def test_first_launch_indexes_the_demo_with_the_bundled_model(first_launch: AppServer):
     from gradio_client import Client
 
     client = Client(first_launch.url, verbose=False, download_files=False)
@@ -39,11 +41,12 @@ def test_first_launch_indexes_the_demo_with_the_labelled_untrained_model(first_l
         time.sleep(2)
     assert [v["video"] for v in videos] == [f"synthps-demo-seed{DEMO_SEED}.mp4"]
     assert videos[0]["status"] == "done" and videos[0]["frames indexed"] == 2
-    assert (first_launch.data_dir / "models" / RANDOM_MODEL_NAME / "model.safetensors").is_file()
     model = client.predict(api_name="/model")
-    assert model["untrained"] is True and model["name"] == RANDOM_MODEL_NAME
-    assert model["source"] == str(first_launch.data_dir / "models" / RANDOM_MODEL_NAME)
-    assert "UNTRAINED" in first_launch.log()  # the launch log says so too
+    bundled = PersonSearchConfig.from_yaml(BUNDLED_CHECKPOINT / "config.json").name
+    assert model["untrained"] is False and model["name"] == bundled
+    assert model["source"] == str(BUNDLED_CHECKPOINT)
+    assert not (first_launch.data_dir / "models" / RANDOM_MODEL_NAME).exists()  # no fallback was made
+    assert "UNTRAINED" not in first_launch.log()
 
 
 @pytest.mark.parametrize("target", ["/etc/passwd", "DB", "APP"])

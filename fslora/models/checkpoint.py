@@ -151,8 +151,9 @@ def model_card(
         f"- Adapters: {adapter_line}",
         f"- Head: {cfg.head.upper()} - RPN (anchors {list(cfg.rpn.anchor_sizes)} "
         f"x {list(cfg.rpn.aspect_ratios)}), "
-        f"RoIAlign {cfg.roi.output_size}x{cfg.roi.output_size}, norm-aware {cfg.embedding_dim}-d embedding, "
-        f"OIM loss",
+        f"RoIAlign {cfg.roi.output_size}x{cfg.roi.output_size}, {cfg.embedding_dim}-d embedding, OIM loss; "
+        + ("person score = the embedding's norm (norm-aware)" if cfg.person_score == "norm"
+           else "person score from a classifier on the det stream (person_score: det)"),
         f"- Input: shorter side {cfg.transform.min_size}, longer side <= {cfg.transform.max_size} "
         "(the model resizes)",
         f"- architecture_version: {cfg.architecture_version}",
