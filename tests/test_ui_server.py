@@ -38,6 +38,7 @@ from fslora.data.synthps import render_video
 DISPLAY_MAX_SIDE = 480  # the 640x384 SynthPS frames are shown at 0.75 scale by the server
 MAX_UPLOAD_MB = 5
 TIMEOUT_MS = 180_000  # indexing on 2 shared CPU cores
+expect.set_options(timeout=30_000)  # any server round trip: 5 s was too short on loaded cores (10.7 s seen)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def page(browser, server: AppServer) -> Iterator[Page]:
 def _open(page: Page, server: AppServer) -> None:
     """Loads the app and waits for its load event (library table, dropdowns and model card filled)."""
     page.goto(server.url)
-    expect(page.locator("#header")).to_contain_text("Model:", timeout=60_000)
+    expect(page.locator("#header")).to_contain_text("Model:", timeout=60_000)  # the load event
 
 
 def _shot(page: Page, name: str) -> None:
