@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from test_model import tiny_config
 
-from fslora.models import FSLoRAPersonSearch, PersonSearchConfig
+from fslora.models import FSLoRAPersonSearch
 from fslora.training.precise_bn import batchnorm_layers, recompute_batchnorm_stats
 
 
 def tiny_model() -> FSLoRAPersonSearch:
     torch.manual_seed(0)
-    return FSLoRAPersonSearch(PersonSearchConfig.from_dict({
-        "backbone": "nano", "person_score": "det",
-        "adapters": {"r": 4, "alpha": 4, "cutoff_mode": "relative", "cutoffs": [0.3, 0.4]},
-        "transform": {"min_size": 64, "max_size": 96},
-        "rpn": {"anchor_sizes": [16, 32, 64], "pre_nms_top_n_train": 200, "post_nms_top_n_train": 32},
-        "roi": {"batch_size_per_image": 8, "output_size": 8},
-        "oim": {"num_ids": 5, "queue_size": 4},
-    }))
+    return FSLoRAPersonSearch(tiny_config(person_score="det"))
 
 
 def batches(count: int) -> list[tuple[list, list]]:
