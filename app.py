@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("GRADIO_TEMP_DIR", str((Path(args.data_dir) / "gradio-cache").resolve()))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from fslora.utils.cpu_memory import keep_freed_memory  # noqa: PLC0415
+
+    keep_freed_memory()  # big CPU tensors reuse freed heap instead of page-faulting (see the module)
     from app.ui import launch  # noqa: PLC0415  (imports gradio: after GRADIO_TEMP_DIR is set)
 
     return launch(args)

@@ -32,6 +32,7 @@ from timing import time_interleaved  # noqa: E402  (bench/ is the script's folde
 
 from fslora.adapters import FSLoRAConfig, count_parameters  # noqa: E402
 from fslora.backbones import VMamba, VMambaConfig  # noqa: E402
+from fslora.utils.cpu_memory import keep_freed_memory  # noqa: E402
 
 
 def time_calls(fns: dict[str, Callable[[], Any]], warmup: int, repeats: int, batch: int) -> dict[str, Any]:
@@ -85,6 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    heap_reuse = keep_freed_memory()  # as the app and the CLIs run (FSLORA_KEEP_FREED_MEMORY=0: off)
 
     torch.manual_seed(0)
     config = VMambaConfig.preset(args.preset, backend=args.backend, split_from_stage=args.split_from_stage)
@@ -117,6 +119,7 @@ def main() -> None:
         "device": args.device,
         "scan_backend": args.backend,
         "threads": torch.get_num_threads(),
+        "keep_freed_memory": heap_reuse,
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "split_from_stage": args.split_from_stage,

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a plain checkout
 from fslora.adapters import count_parameters  # noqa: E402
 from fslora.models import FSLoRAPersonSearch, PersonSearchConfig  # noqa: E402
+from fslora.utils.cpu_memory import keep_freed_memory  # noqa: E402
 
 CONFIGS = {"nano": (384, 640), "tiny": (900, 1500)}  # timed: config name -> frame (height, width)
 COUNT_ONLY = ("tiny_budget",)  # same speed as tiny (fewer adapters); parameters only
@@ -89,10 +90,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    heap_reuse = keep_freed_memory()  # as the app and the CLIs run (FSLORA_KEEP_FREED_MEMORY=0: off)
     result: dict[str, Any] = {
         "device": args.device,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "keep_freed_memory": heap_reuse,
         "machine": platform.machine(),
         "configs": {},
     }

@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fslora.ops import selective_scan  # noqa: E402
+from fslora.utils.cpu_memory import keep_freed_memory  # noqa: E402
 
 SHAPES = {  # name -> (batch, dim, d_state, seqlen)
     "b2_d192_n1_L4096": (2, 192, 1, 4096),
@@ -139,6 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    heap_reuse = keep_freed_memory()  # as the app and the CLIs run (FSLORA_KEEP_FREED_MEMORY=0: off)
     if args.child_memory:
         child_memory(args.child_memory, args.child_backward)
         return
@@ -147,6 +149,7 @@ def main() -> None:
         "device": "cpu",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "keep_freed_memory": heap_reuse,
         "cpu_count": os.cpu_count(),
         "load_avg_1min": os.getloadavg()[0],
         "processor": platform.processor() or platform.machine(),

@@ -34,6 +34,7 @@ from fslora.data.records import PersonSearchSplit
 from fslora.evaluation import evaluate_split
 from fslora.models import Detections, FSLoRAPersonSearch
 from fslora.training.data import load_dataset, read_rgb
+from fslora.utils.cpu_memory import keep_freed_memory
 
 logger = logging.getLogger("fslora.evaluate")
 
@@ -233,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         _check_args(args)
+        keep_freed_memory()
         if args.threads is not None:
             torch.set_num_threads(max(1, args.threads))
         split = load_dataset(args.dataset, args.root, gallery_size=args.gallery_size or 100)

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fslora.training.config import TrainConfig, apply_overrides, load_yaml_with_base
+from fslora.utils.cpu_memory import keep_freed_memory
 
 logger = logging.getLogger("fslora.train")
 
@@ -80,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "fslora.train", *argv])
     try:
         config, out = resolve_config(args)
+        keep_freed_memory()
         if args.threads is not None:
             import torch
 

@@ -203,6 +203,41 @@ def test_slm_is_one_matmul_over_masked_experts():
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize(("slm", "flm", "position"), SWITCHES)
+def test_branch_added_inside_the_matmul_equals_the_plain_sum(
+    slm, flm, position, memory_format, perturb_adapters
+):
+    """The layer adds the branch into W0 x in place (baddbmm); values and gradients match y + s * branch."""
+    torch.manual_seed(0)
+    base = nn.Conv2d(6, 5, 1)
+    layer = FSLoRALayer(base, small_config(slm=slm, flm=flm, flm_position=position, alpha=2.0))
+    perturb_adapters(layer)
+    x = torch.randn(4, 6, 5, 7).contiguous(memory_format=memory_format)
+
+    def run(fused: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        layer.zero_grad()
+        xg = x.clone().requires_grad_(True)
+        if fused:
+            out = layer(xg)
+        else:
+            branch = fslora.adapters.adapter.grouped_branch(
+                [layer.adapters["det"], layer.adapters["reid"]], xg.unflatten(0, (2, -1))
+            )
+            out = base(xg) + layer.scaling * branch.delta.flatten(0, 1)
+        random_loss(out).backward()
+        grads = [xg.grad] + [p.grad for p in layer.adapters.parameters()]
+        assert sum(g is not None for g in grads) > 1
+        return out.detach(), [torch.zeros(()) if g is None else g.clone() for g in grads]
+
+    assert layer._accumulates_in_place(base(x), layer.adapters["det"])
+    fused_out, fused_grads = run(True)
+    plain_out, plain_grads = run(False)
+    torch.testing.assert_close(fused_out, plain_out, atol=1e-5, rtol=1e-5)
+    for fused_grad, plain_grad in zip(fused_grads, plain_grads, strict=True):
+        torch.testing.assert_close(fused_grad, plain_grad, atol=1e-5, rtol=1e-5)
+
+
 def test_adapter_init_matches_nn_linear_and_zero_up():
     adapter = FSLoRAAdapter(16, 12, 4, small_config())
     bound = (1 / 16) ** 0.5  # kaiming_uniform(a=sqrt(5)) on fan_in 16

@@ -8,7 +8,8 @@ Switches: `slm=False` leaves one plain B (no router); `flm=False` drops FLM; bot
 An `FSLoRAAdapter` holds one task's parameters. `grouped_branch` runs several tasks' adapters at once on
 a task-grouped map (T, b, C, H, W) with their weights stacked, so a dual-stream layer does one batched
 matmul per step instead of a loop over tasks; a single adapter is the T = 1 case of the same code.
-Branch outputs are unscaled (the layer applies alpha / r).
+Branch outputs are unscaled (the layer applies alpha / r), unless the caller passes the base layer's
+output to accumulate into (see `grouped_branch`).
 """
 
 from __future__ import annotations
@@ -66,11 +67,15 @@ class FSLoRAAdapter(nn.Module):
         )
 
 
-def grouped_branch(adapters: Sequence[FSLoRAAdapter], x: Tensor) -> BranchOutput:
+def grouped_branch(
+    adapters: Sequence[FSLoRAAdapter], x: Tensor, accumulate: Tensor | None = None, scale: float = 1.0
+) -> BranchOutput:
     """Chunk t of x (T, b, d_in, H, W) through adapters[t] -> delta (T, b, d_out, H, W).
 
     Routing comes back grouped too: expert masks (T, b, n, H, W), frequency weights (T, b, 2).
-    The adapters must share one structure (they come from one config).
+    The adapters must share one structure (they come from one config). With ``accumulate`` (the base
+    layer's output, grouped like x) the returned "delta" is ``accumulate + scale * delta``, computed in
+    place in ``accumulate`` (by the experts' matmul; FLM "after" needs the bare delta, so there by an add).
     """
     first = adapters[0]
     if len(adapters) != x.shape[0]:
@@ -88,11 +93,22 @@ def grouped_branch(adapters: Sequence[FSLoRAAdapter], x: Tensor) -> BranchOutput
     freq_weights = None
     if position == "before":
         h, freq_weights = flm(h)
-    z = grouped_linear(h, stacked(lambda a: a.lora_A.weight))
+    has_router = first.lora_B.router is not None
+    if has_router and h is x:  # A and the router both read x: one matmul, split by channel
+        rank = first.rank
+        both = grouped_linear(x, stacked(lambda a: torch.cat([a.lora_A.weight, a.lora_B.router.weight])))
+        z, logits = both[:, :, :rank], both[:, :, rank:]
+    else:
+        z = grouped_linear(h, stacked(lambda a: a.lora_A.weight))
+        logits = grouped_linear(x, stacked(lambda a: a.lora_B.router.weight)) if has_router else None
     if position == "between":
         z, freq_weights = flm(z)
-    router = stacked(lambda a: a.lora_B.router.weight) if first.lora_B.router is not None else None
-    out, masks = route_experts(z, x, router, stacked(lambda a: a.lora_B.experts.weight))
+    experts = stacked(lambda a: a.lora_B.experts.weight)
     if position == "after":
+        out, masks = route_experts(z, logits, experts)
         out, freq_weights = flm(out)
+        if accumulate is not None:
+            out = accumulate.add_(out, alpha=scale)
+    else:
+        out, masks = route_experts(z, logits, experts, accumulate, scale)
     return BranchOutput(out, masks, freq_weights)

@@ -98,14 +98,36 @@ class FSLoRALayer(nn.Module):
                 f"batch of {x.shape[0]} cannot be split into {len(tasks)} equal task chunks {tasks} "
                 f"(stack the streams with fslora.stack_streams)"
             )
-        out = grouped_branch([self.adapters[t] for t in tasks], self._group(x, len(tasks)))
+        adapters = [self.adapters[t] for t in tasks]
+        grouped_x = self._group(x, len(tasks))
+        fused = self._accumulates_in_place(y, adapters[0])
+        if fused:  # y += scaling * branch, inside the experts' matmul (no delta map, no separate add)
+            out = grouped_branch(adapters, grouped_x, self._group(y, len(tasks)), self.scaling)
+        else:
+            out = grouped_branch(adapters, grouped_x)
         if self.routing_recorder is not None:
             for i, task in enumerate(tasks):
                 masks = out.expert_masks[i] if out.expert_masks is not None else None
                 freq = out.freq_weights[i] if out.freq_weights is not None else None
                 self.routing_recorder.record(self.routing_name, task, masks, freq, like=out.delta[i])
+        if fused:
+            return y
         delta = self._ungroup(out.delta, x)
         return torch.add(y, delta.to(y.dtype), alpha=self.scaling)
+
+    def _accumulates_in_place(self, y: Tensor, adapter: FSLoRAAdapter) -> bool:
+        """Whether the branch can be added into the base output y by the experts' matmul.
+
+        Needs a dense map (B, C, H, W) or (B, H, W, C), channels-last strides allowed (convolutions keep
+        them), whose dtype the adapter computes in; autocast mixes dtypes, so there the branch is added
+        out of place.
+        """
+        return (
+            y.dim() == 4
+            and (y.is_contiguous() or y.is_contiguous(memory_format=torch.channels_last))
+            and y.dtype == adapter.lora_A.weight.dtype
+            and not torch.is_autocast_enabled(y.device.type)
+        )
 
     # -- layout conversion: views in, views out --------------------------------------------------------
 

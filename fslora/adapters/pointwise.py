@@ -22,3 +22,16 @@ def grouped_linear(x: Tensor, weight: Tensor) -> Tensor:
         )
     h, w = x.shape[-2:]
     return torch.matmul(weight.unsqueeze(1), x.flatten(-2)).unflatten(-1, (h, w))
+
+
+def grouped_linear_accumulate(out: Tensor, x: Tensor, weight: Tensor, scale: float = 1.0) -> Tensor:
+    """``out += scale * grouped_linear(x, weight)`` in place, as one ``baddbmm`` per task; returns out.
+
+    out (T, b, O, H, W) must have contiguous (H, W) planes per channel (a channel-first map).
+    """
+    t, b, o = out.shape[:3]
+    flat_out = out.view(t * b, o, -1)
+    flat_x = x.flatten(-2).flatten(0, 1)
+    flat_w = weight.unsqueeze(1).expand(t, b, *weight.shape[1:]).flatten(0, 1)
+    flat_out.baddbmm_(flat_w, flat_x, alpha=scale)
+    return out

@@ -6,7 +6,11 @@ positions, with ``R_t = r_1 + ... + r_t`` the chunk's cumulative rate (log space
 
     h_t = exp(-R_t) * (h_in + sum_{s<=t} exp(R_s) x_s)
 
-so a chunk costs two cumulative sums, one exp and a few elementwise passes over contiguous rows - no
+Rates are carried in base 2 (``r * log2(e)``, folded into A for free) because ``exp2`` is ~3x faster than
+``exp`` on CPU (measured 1.0 vs 2.9 ms per 1.5 M floats, AVX2); the module doc below speaks in natural
+units.
+
+so a chunk costs two cumulative sums, one exp2 and a few elementwise passes over contiguous rows - no
 (T x T) weights and no loop over T (ours; this replaced a diagonal-by-diagonal scan that was ~2x slower).
 The layout is channel-major with time last, exactly how u and delta arrive, so there are no transposes.
 
@@ -16,7 +20,8 @@ Chunks are 4-6 steps in float32 (16 in float64), picked to divide L when possibl
 fill a chunk is scanned on its own from the last state, because padding would copy every input.
 Memory is O(b*d*n*L) (a few copies of the inputs), independent of T. Without autograd the scan works in
 place on its two fresh (rate, input) buffers: on Linux every newly allocated 6 MB tensor can cost ~1500
-page faults, which had taken more time than the arithmetic.
+page faults, which had taken more time than the arithmetic. For the same reason ``scan_chunked`` takes
+``consume_delta``: a delta the caller computed itself (bias, softplus) is reused as the input buffer.
 
 Range (ours): ``exp(R)`` must stay a normal float (float32 overflows at exp(88.7)). Two devices bound it:
 
@@ -48,6 +53,8 @@ from torch import Tensor
 # (largest chunk T, rate budget T * K, input offset) per compute dtype: BUDGET - OFFSET + log(T * |x|) must
 # stay below the dtype's max exponent (88 float32, 709 float64) and log|x| - OFFSET above its min (-87, -708).
 _RANGE = {torch.float32: (6, 84.0, 20.0), torch.float64: (16, 480.0, 100.0)}
+
+LOG2E = 1.0 / math.log(2.0)
 
 # Legacy (diagonal scan) chunk-size helper, kept for callers: the log-space scan needs no weight triangle.
 DEFAULT_CHUNK = 4
@@ -84,7 +91,7 @@ def _tracked(t: Tensor) -> bool:
 
 
 def _scan(rate: Tensor, x: Tensor, h0: Tensor | None, limit: int) -> Tensor:
-    """All states of ``h_t = exp(-rate_t) h_{t-1} + x_t`` along the LAST dim, h_{-1} = h0 (or 0).
+    """All states of ``h_t = 2 ** (-rate_t) h_{t-1} + x_t`` along the LAST dim, h_{-1} = h0 (or 0).
 
     rate, x (*rows, L), same shape, both CONSUMED: without autograd they are overwritten (in-place ops
     keep freshly allocated memory - and its page faults - to a minimum); h0 (*rows) or None; chunks of
@@ -99,19 +106,19 @@ def _scan(rate: Tensor, x: Tensor, h0: Tensor | None, limit: int) -> Tensor:
         tail = _scan(rate[..., main:], x[..., main:], head[..., -1], limit)
         return torch.cat([head, tail], dim=-1)
     grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (rate, x, h0))
-    clamp = _range(x.dtype)[1] / size  # per-step rate clamp K: R <= BUDGET (see module doc)
+    clamp = _range(x.dtype)[1] * LOG2E / size  # per-step rate clamp K: R <= BUDGET (see module doc)
     r = (torch.clamp_max(rate, clamp) if grad else rate.clamp_max_(clamp)).unflatten(-1, (n_chunks, size))
     x = x.unflatten(-1, (n_chunks, size))
     cum = r.cumsum(-1) if grad else r.cumsum_(-1)
     total = cum[..., -1].clone()  # each chunk's total rate R_T
     if grad:
-        scale = cum.exp()  # exp(R_t) in [1, exp(T * clamp)]
+        scale = cum.exp2()  # exp(R_t) in [1, exp(T * clamp)]
         acc = (scale * x).cumsum(-1)  # sum_{s<=t} exp(R_s) x_s
         # Dividing by scale is cheaper, but autograd's div backward forms h / scale**2, which underflows
         # float32 for R >~ 45 and loses those gradient terms: multiply by exp(-R) instead.
-        inv = torch.exp(-cum)
+        inv = torch.exp2(-cum)
     else:
-        scale = cum.exp_()
+        scale = cum.exp2_()
         acc = x.mul_(scale).cumsum_(-1)
     if n_chunks > 1 or h0 is not None:
         if n_chunks > 1:  # states after each chunk: the same recurrence over chunk totals and ends
@@ -141,7 +148,7 @@ def linear_scan(
     size = max(MIN_CHUNK, min(size, chunk_size or size))
     down = math.exp(-offset)  # the scan is linear: scan(x * c, h0 * c) = scan(x, h0) * c
     h = _scan(
-        (-log_decay).movedim(0, -1),
+        (log_decay * -LOG2E).movedim(0, -1),
         (x * down).movedim(0, -1).contiguous(),
         None if h0 is None else h0 * down,
         size,
@@ -156,23 +163,29 @@ def scan_chunked(
     B: Tensor,
     C: Tensor,
     chunk_size: int | None = None,
+    consume_delta: bool = False,
 ) -> Tensor:
     """Selective scan on the grouped view (see ``prepare_scan``); returns y (b, G, P, L), contiguous.
 
     u, delta (b, G, P, L); A (G, P, n); B, C (b, G, n, L). Works on (b, G, P, n, L) tensors, time last.
     The range offset is folded into the small B and C: x is scanned scaled by exp(-offset).
+    ``consume_delta``: delta is a buffer of the caller's that may be overwritten (used without autograd).
     """
     if u.shape[-1] == 0:
         return u.new_zeros(u.shape)
     size, _, offset = _range(u.dtype)
     size = max(MIN_CHUNK, min(size, chunk_size or size))
     B, C = B * math.exp(-offset), C * math.exp(offset)
+    rate_per_delta = A.neg() * LOG2E  # base-2 decay rate per unit of delta
     if A.shape[-1] == 1:  # d_state 1 (VMamba): drop the state dim, B and C broadcast over channels
-        rate = delta * A.neg()  # (b, G, P, L) * (G, P, 1)
-        x = delta * u
-        h = _scan(rate, x * B if _tracked(x) or B.requires_grad else x.mul_(B), None, size)
+        rate = delta * rate_per_delta  # (b, G, P, L) * (G, P, 1)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B)):
+            h = _scan(rate, delta * u * B, None, size)
+        else:  # x = delta * u * B in delta's own buffer when it is ours, else in one fresh one
+            x = delta.mul_(u) if consume_delta else delta * u
+            h = _scan(rate, x.mul_(B), None, size)
         return (h * C if _tracked(h) else h.mul_(C)).contiguous()
-    rate = delta.unsqueeze(3) * A.neg().unsqueeze(-1)  # (b, G, P, n, L)
+    rate = delta.unsqueeze(3) * rate_per_delta.unsqueeze(-1)  # (b, G, P, n, L)
     x = (delta * u).unsqueeze(3) * B.unsqueeze(2)
     h = _scan(rate, x, None, size)
     return (h * C.unsqueeze(2)).sum(3)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,15 +31,14 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("auto", "chunked", "reference", "cuda")
 _CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
-ScanFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
-_PURE_TORCH: dict[str, ScanFn] = {"reference": scan_reference, "chunked": scan_chunked}
 
 
 @dataclass
 class PreparedScan:
     """Scan inputs in the compute dtype and grouped view (G groups of P = d / G channels).
 
-    u, delta (b, G, P, L); A (G, P, n); B, C (b, G, n, L).
+    u, delta (b, G, P, L); A (G, P, n); B, C (b, G, n, L). ``delta_is_copy``: delta is a fresh buffer of
+    ours (bias or softplus applied, no autograd), which a backend may overwrite.
     """
 
     u: Tensor
@@ -48,6 +46,7 @@ class PreparedScan:
     A: Tensor
     B: Tensor
     C: Tensor
+    delta_is_copy: bool = False
 
 
 def _check_shape(name: str, tensor: Tensor, expected: tuple[int, ...]) -> None:
@@ -116,11 +115,16 @@ def prepare_scan(
     groups = math.lcm(*group_counts)
     if dim % groups:
         raise ValueError(f"selective_scan: B/C groups {group_counts} need dim={dim} divisible by {groups}")
+    given = delta
     delta = delta.to(dtype)
     if delta_bias is not None:
         delta = delta + delta_bias.to(dtype)[:, None]
     if delta_softplus:
-        delta = F.softplus(delta)
+        if delta is given or (torch.is_grad_enabled() and delta.requires_grad):
+            delta = F.softplus(delta)
+        else:  # our own buffer, no autograd: in place (a fresh 6 MB tensor costs ~1500 page faults)
+            delta = torch.ops.aten.softplus.out(delta, 1, 20, out=delta)
+    fresh = delta is not given and not (torch.is_grad_enabled() and delta.requires_grad)
     per_group = dim // groups
     return PreparedScan(
         u=u.to(dtype).reshape(batch, groups, per_group, length),
@@ -128,6 +132,7 @@ def prepare_scan(
         A=A.to(dtype).reshape(groups, per_group, -1),
         B=_grouped(B, groups, dtype),
         C=_grouped(C, groups, dtype),
+        delta_is_copy=fresh,
     )
 
 
@@ -174,7 +179,11 @@ def selective_scan(
     if name == "cuda":
         return scan_cuda(u, delta, A, B, C, D, delta_bias, delta_softplus)
     prep = prepare_scan(u, delta, A, B, C, delta_bias, delta_softplus)
-    y = _PURE_TORCH[name](prep.u, prep.delta, prep.A, prep.B, prep.C).reshape(u.shape)
+    if name == "chunked":
+        y = scan_chunked(prep.u, prep.delta, prep.A, prep.B, prep.C, consume_delta=prep.delta_is_copy)
+    else:
+        y = scan_reference(prep.u, prep.delta, prep.A, prep.B, prep.C)
+    y = y.reshape(u.shape)
     if D is not None:
         skip = (prep.u.reshape(u.shape), D.to(y.dtype)[:, None])
         # in place when autograd is not involved: y is the backend's fresh output (saves a page-faulting copy)
