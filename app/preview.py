@@ -16,11 +16,14 @@ Where: `<data_dir>/previews/<content sha256>-<max side>.webm`. Keyed by content,
 file under several models share one preview; the size is in the name, so changing it never serves a
 stale file. A preview is written under a temporary name and renamed into place: a crash or a source that
 fails halfway leaves no partial file behind. The folder is one of the app's served folders
-(`app.ui.media_dirs`); nothing else under the data folder is.
+(`app.ui.media_dirs`); nothing else under the data folder is. Gradio serves a player's file from a copy
+in its own cache (`<data_dir>/gradio-cache/<file hash>/<name>` when started by app.py): removing a
+preview removes those copies too, found by the preview's content-hash name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -168,12 +171,17 @@ class Previews:
         return path
 
     def remove(self, content_hash: str) -> int:
-        """Deletes every preview (all sizes) of this content; returns how many files went."""
+        """Deletes every preview (all sizes) of this content and Gradio's cached copies of them; returns
+        how many previews went."""
         self.path_for(content_hash)  # validates the hash: it is part of a glob pattern
         removed = 0
         for path in self.folder.glob(f"{content_hash}-*{SUFFIX}"):
             path.unlink(missing_ok=True)
             removed += 1
+        for copy in gradio_cache_dir().glob(f"*/{content_hash}-*{SUFFIX}"):
+            copy.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # Gradio's per-file folder, when nothing else is in it
+                copy.parent.rmdir()
         return removed
 
     def _lock(self, key: str) -> threading.Lock:
@@ -191,6 +199,12 @@ class Previews:
                     part.unlink()
             except OSError:
                 pass
+
+
+def gradio_cache_dir() -> Path:
+    """Where Gradio keeps the copies of files it serves (its own rule: GRADIO_TEMP_DIR, else
+    <tmp>/gradio); app.py points it inside the data folder."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
 
 
 def folder_for(config: AppConfig) -> Path:

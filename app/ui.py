@@ -454,7 +454,9 @@ def _wire_api(studio: Studio) -> None:
 
 def build_ui(studio: Studio) -> gr.Blocks:
     """The Blocks app over one `Studio`."""
-    with gr.Blocks(title="FSLoRA person search") as demo:
+    # delete_cache: the frames and previews Gradio copied for the pages are dropped a day after it made
+    # them (checked hourly), so a long-running app's cache does not grow without bound
+    with gr.Blocks(title="FSLoRA person search", delete_cache=(3600, 86400)) as demo:
         ui = _layout(studio)
         _wire_library(studio, ui)
         _wire_search(studio, ui)

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from gradio.processing_utils import save_file_to_cache
 
 from app.config import AppConfig
 from app.preview import (
@@ -183,14 +184,20 @@ def test_an_encode_interrupted_halfway_leaves_no_partial_file(env, tmp_path: Pat
     assert len(_read_all(previews.ensure(video))[0]) == 20  # the next request starts afresh
 
 
-def test_previews_go_only_when_no_stored_video_has_that_content(env, tmp_path: Path):
+def test_previews_go_only_when_no_stored_video_has_that_content(env, tmp_path: Path, monkeypatch):
     config, store, register = env
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio-cache"))
     video = register(_write_source(tmp_path / "walk.mp4", (320, 180), 10.0, 4))
     path = Previews(config).ensure(video)
+    served = Path(save_file_to_cache(path, str(tmp_path / "gradio-cache")))  # the copy a player gets
+    other = Path(save_file_to_cache(_write_source(tmp_path / "other.mp4", (64, 48), 10.0, 2),
+                                    str(tmp_path / "gradio-cache")))
     assert remove_unused_preview(config, store.list_videos(), video.content_hash) == 0  # still indexed
-    assert path.is_file()
+    assert path.is_file() and served.is_file()
     store.remove_video(video.id)
     assert remove_unused_preview(config, store.list_videos(), video.content_hash) == 1
     assert not path.exists()
+    assert not served.exists() and not served.parent.exists()  # Gradio's copy and its folder
+    assert other.is_file()  # copies of other files stay
     with pytest.raises(ValueError, match="content_hash"):
         Previews(config).remove("../*")
