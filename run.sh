@@ -20,6 +20,11 @@ setup_python() {
   "$VENV/bin/python" -c "import torch, torchvision, fslora" || { echo "[setup] install failed" >&2; exit 1; }
 }
 
+build_scan_kernel() {  # compiles our CPU selective-scan kernel once per machine (cached; ~40 s the first time)
+  "$VENV/bin/python" -c "from fslora.ops.scan_cpu import load_cpu_kernel; import sys; sys.exit(load_cpu_kernel() is None)" \
+    || echo "[setup] warning: the CPU scan kernel did not build; the app falls back to the slower torch scan" >&2
+}
+
 apt_install() {  # apt_install PKG...: installs Debian packages that are missing
   local missing=()
   for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -47,11 +52,15 @@ shift || true
 case "$cmd" in
   app)
     setup_python
+    apt_install g++  # compiles the CPU scan kernel (without it the app uses the slower torch scan)
+    build_scan_kernel
     fetch_test_video
     exec "$VENV/bin/python" app.py "$@"
     ;;
   test)
     setup_python
+    apt_install g++  # the CPU scan kernel's tests build it
+    build_scan_kernel  # here, not inside a timed browser test
     fetch_test_video
     apt_install postgresql  # a real PostgreSQL server for the store's portability test (no-op when present)
     export FSLORA_TEST_VIDEO="$CACHE_DIR/vtest.avi"

@@ -139,8 +139,13 @@ class Studio:
             return self._engine
 
     def warm_up(self) -> None:
-        """Loads and registers the model now (a bad `--model` fails at startup, not at the first click)."""
+        """Loads and registers the model now (a bad `--model` fails at startup, not at the first click), and
+        gets the compiled CPU scan kernel ready in the background (built once per machine, ~40 s; until
+        then the first forward waits for it, see `fslora.ops.scan_cpu`)."""
         _ = self.engine.model_id
+        from fslora.ops.scan_cpu import load_cpu_kernel  # noqa: PLC0415
+
+        threading.Thread(target=load_cpu_kernel, name="scan-kernel", daemon=True).start()
 
     @property
     def model_label(self) -> str:

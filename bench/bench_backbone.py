@@ -1,6 +1,8 @@
 """Throughput of the VMamba backbone with and without FSLoRA dual task streams (CPU by default).
 
-Three runs of the same backbone (preset ``nano`` unless told otherwise) on random images:
+Three runs of the same backbone (preset ``nano`` unless told otherwise) on random images, with the
+adapters of a model config (``configs/models/nano.yaml`` by default: the bundled demo model's r = 8,
+relative FLM cutoffs; ``--rank`` / ``--no-flm`` override it):
   single       - one stream, no adapters (``forward_features``), the plain backbone;
   dual         - two task streams stacked on the batch, no adapters (the frozen cost of streams);
   dual_fslora  - two task streams with FSLoRA adapters on the VSS-block linears (the real model).
@@ -9,13 +11,15 @@ the most time in the ``dual_fslora`` run are listed too.
 
 Prints one JSON document. Usage:
     python bench/bench_backbone.py                                # nano, 384x640, batch 1
-    python bench/bench_backbone.py --preset tiny --size 512 832 --threads 8 --profile
+    python bench/bench_backbone.py --preset tiny --model-config configs/models/tiny.yaml \
+        --size 512 832 --threads 8 --profile
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import platform
 import statistics
@@ -27,11 +31,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a plain checkout
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from a plain checkout
 from timing import time_interleaved  # noqa: E402  (bench/ is the script's folder)
 
-from fslora.adapters import FSLoRAConfig, count_parameters  # noqa: E402
+from fslora.adapters import count_parameters  # noqa: E402
 from fslora.backbones import VMamba, VMambaConfig  # noqa: E402
+from fslora.models import PersonSearchConfig  # noqa: E402
 from fslora.utils.cpu_memory import keep_freed_memory  # noqa: E402
 
 
@@ -80,8 +86,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="auto", help="selective-scan backend")
     parser.add_argument("--split-from-stage", type=int, default=0)
-    parser.add_argument("--rank", type=int, default=32, help="FSLoRA rank r")
-    parser.add_argument("--flm", action=argparse.BooleanOptionalAction, default=True, help="frequency module")
+    parser.add_argument("--model-config", type=Path, default=ROOT / "configs" / "models" / "nano.yaml",
+                        help="model YAML whose adapter settings are benchmarked")
+    parser.add_argument("--rank", type=int, default=None, help="FSLoRA rank r (default: the config's)")
+    parser.add_argument("--flm", action=argparse.BooleanOptionalAction, default=None,
+                        help="frequency module (default: the config's)")
     parser.add_argument("--profile", action="store_true", help="list the top ops of the dual_fslora run")
     args = parser.parse_args()
     if args.threads:
@@ -91,7 +100,11 @@ def main() -> None:
     torch.manual_seed(0)
     config = VMambaConfig.preset(args.preset, backend=args.backend, split_from_stage=args.split_from_stage)
     model = VMamba(config).to(args.device).eval()
-    fslora = FSLoRAConfig(r=args.rank, alpha=float(args.rank), flm=args.flm)
+    fslora = PersonSearchConfig.from_yaml(args.model_config).adapters
+    if args.rank is not None:
+        fslora = dataclasses.replace(fslora, r=args.rank, alpha=float(args.rank), rank_pattern={})
+    if args.flm is not None:
+        fslora = dataclasses.replace(fslora, flm=args.flm)
     adapted = copy.deepcopy(model).inject_fslora(fslora).to(args.device)
     x = torch.randn(args.batch, 3, *args.size, device=args.device)
 
@@ -123,8 +136,11 @@ def main() -> None:
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "split_from_stage": args.split_from_stage,
+        "model_config": str(args.model_config),
         "fslora": {
             "r": fslora.r,
+            "target_modules": fslora.target_modules,
+            "cutoff_mode": fslora.cutoff_mode,
             "n_experts": fslora.n_experts,
             "flm": fslora.flm,
             "cutoffs": list(fslora.cutoffs),

@@ -1,8 +1,9 @@
 """Benchmark the selective-scan backends on CPU and print one JSON document.
 
-For each shape: forward time of the sequential reference and of the chunked scan (best of N), their
-ratio, chunked forward+backward time, the chunked-vs-reference error, and the chunked scan's peak
-memory measured as max RSS of a fresh subprocess (tracemalloc cannot see torch's allocations).
+For each shape: forward time of the sequential reference, of the chunked scan and of our compiled CPU
+kernel (``backend="cpu"``, what inference uses; best of N), their ratios, chunked forward+backward time
+(training), the errors against the reference, and the chunked scan's peak memory measured as max RSS of a
+fresh subprocess (tracemalloc cannot see torch's allocations).
 
     python bench/bench_scan.py [--repeats 5] [--threads 2]
 """
@@ -116,7 +117,8 @@ def bench_shape(shape: tuple[int, int, int, int], repeats: int) -> dict:
         run = lambda backend: selective_scan(**inputs, delta_softplus=True, backend=backend)  # noqa: E731
         ref_s = best_time(lambda: run("reference"), max(1, repeats // 2))
         chunked_s = best_time(lambda: run("chunked"), repeats)
-        y_ref, y_chk = run("reference"), run("chunked")
+        kernel_s = best_time(lambda: run("cpu"), repeats)
+        y_ref, y_chk, y_ker = run("reference"), run("chunked"), run("cpu")
     grad_inputs = make_inputs(*shape, requires_grad=True)
     fwd_bwd_s = best_time(lambda: forward_backward(grad_inputs), repeats)
     return {
@@ -124,8 +126,11 @@ def bench_shape(shape: tuple[int, int, int, int], repeats: int) -> dict:
         "reference_forward_ms": round(ref_s * 1e3, 2),
         "chunked_forward_ms": round(chunked_s * 1e3, 2),
         "speedup_chunked_vs_reference": round(ref_s / chunked_s, 1),
+        "cpu_kernel_forward_ms": round(kernel_s * 1e3, 2),
+        "speedup_cpu_kernel_vs_reference": round(ref_s / kernel_s, 1),
         "chunked_forward_backward_ms": round(fwd_bwd_s * 1e3, 2),
         "max_abs_err_rel_to_scale": float((y_chk - y_ref).abs().max() / y_ref.abs().max()),
+        "cpu_kernel_max_abs_err_rel_to_scale": float((y_ker - y_ref).abs().max() / y_ref.abs().max()),
         "chunked_memory_forward": peak_rss_mib(shape, backward=False),
         "chunked_memory_forward_backward": peak_rss_mib(shape, backward=True),
     }

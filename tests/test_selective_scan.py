@@ -1,7 +1,9 @@
-"""Selective scan: the chunked backend against the sequential reference, input checks, dtypes, backends."""
+"""Selective scan: the chunked and compiled-CPU backends against the sequential reference, input checks,
+dtypes, backends."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -46,48 +48,68 @@ def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got.double() - want.double()).abs().max() / want.double().abs().max().clamp_min(1e-12)).item()
 
 
-def run_both(inputs: dict, softplus: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+FAST_BACKENDS = ["chunked", "cpu"]  # "cpu": our compiled kernel (forward only), built on first use
+
+
+def run_both(
+    inputs: dict, softplus: bool = True, backend: str = "chunked"
+) -> tuple[torch.Tensor, torch.Tensor]:
     ref = selective_scan(**inputs, delta_softplus=softplus, backend="reference")
-    chk = selective_scan(**inputs, delta_softplus=softplus, backend="chunked")
-    return ref, chk
+    fast = selective_scan(**inputs, delta_softplus=softplus, backend=backend)
+    return ref, fast
 
 
 # -- forward agreement -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("n", [1, 4, 16])
 @pytest.mark.parametrize("L", [1, 5, 37, 130])
 @pytest.mark.parametrize("groups", [None, 1, 2, 8])
-def test_chunked_matches_reference_shapes(n: int, L: int, groups: int | None) -> None:
+def test_fast_backends_match_reference_shapes(backend: str, n: int, L: int, groups: int | None) -> None:
     inputs = make_inputs(n=n, L=L, groups=groups, seed=n * 1000 + L)
-    ref, chk = run_both(inputs)
-    assert chk.shape == ref.shape == (2, 8, L)
-    assert rel_err(chk, ref) <= 1e-4
+    ref, fast = run_both(inputs, backend=backend)
+    assert fast.shape == ref.shape == (2, 8, L)
+    assert rel_err(fast, ref) <= 1e-4
 
 
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("with_d", [False, True])
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("softplus", [False, True])
-def test_chunked_matches_reference_options(with_d: bool, with_bias: bool, softplus: bool) -> None:
+def test_fast_backends_match_reference_options(
+    backend: str, with_d: bool, with_bias: bool, softplus: bool
+) -> None:
     inputs = make_inputs(L=45, with_d=with_d, with_bias=with_bias, seed=7)
     if not softplus:  # a raw delta must be positive to be a step size
         inputs["delta"] = inputs["delta"].abs()
-    ref, chk = run_both(inputs, softplus=softplus)
-    assert rel_err(chk, ref) <= 1e-4
+    ref, fast = run_both(inputs, softplus=softplus, backend=backend)
+    assert rel_err(fast, ref) <= 1e-4
 
 
-def test_chunked_matches_reference_at_vmamba_scale() -> None:
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_fast_backends_match_reference_at_vmamba_scale(backend: str) -> None:
     """Several recursion levels (L = 3136 = 56 x 56 tokens, chunk 4) with VMamba's d_state 1."""
     inputs = make_inputs(b=1, d=16, n=1, L=3136, groups=4, seed=3)
-    ref, chk = run_both(inputs)
-    assert rel_err(chk, ref) <= 1e-4
+    ref, fast = run_both(inputs, backend=backend)
+    assert rel_err(fast, ref) <= 1e-4
+
+
+def test_cpu_kernel_softplus_threshold_and_extreme_decays() -> None:
+    """Softplus on both sides of torch's threshold (20) and decays from none to total, as the reference."""
+    inputs = make_inputs(b=1, d=4, n=2, L=50, groups=None, seed=8)
+    inputs["delta"] = torch.linspace(-30, 30, 50).expand(1, 4, 50).contiguous()
+    inputs["A"] = torch.tensor([[0.0, -1e-3], [-1.0, -5.0], [-50.0, -1e4], [-0.5, -2.0]])
+    ref, fast = run_both(inputs, backend="cpu")
+    assert torch.isfinite(fast).all()
+    assert rel_err(fast, ref) <= 1e-5
 
 
 def test_semantics_closed_form_cumsum() -> None:
     """A = 0, B = C = 1, delta = 1 (no softplus) turns the scan into a cumulative sum of u."""
     u = torch.randn(2, 3, 29, generator=torch.Generator().manual_seed(1))
     ones_bl = torch.ones(2, 1, 29)
-    for backend in ("reference", "chunked"):
+    for backend in ("reference", "chunked", "cpu"):
         y = selective_scan(u, torch.ones_like(u), torch.zeros(3, 1), ones_bl, ones_bl, backend=backend)
         torch.testing.assert_close(y, u.cumsum(-1), rtol=1e-5, atol=1e-5)
 
@@ -220,8 +242,11 @@ def test_chunk_size_shrinks_to_fit_memory_budget() -> None:
 # -- dtypes and outputs ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["reference", "chunked"])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    ("backend", "dtype"),
+    [(b, d) for b in ("reference", "chunked") for d in (torch.float64, torch.bfloat16, torch.float16)]
+    + [("cpu", torch.bfloat16), ("cpu", torch.float16)],  # float64 is refused by the kernel (tested below)
+)
 def test_output_dtype_follows_u(backend: str, dtype: torch.dtype) -> None:
     inputs = make_inputs(L=20, seed=16)
     low = {k: v.to(dtype) for k, v in inputs.items()}
@@ -232,17 +257,61 @@ def test_output_dtype_follows_u(backend: str, dtype: torch.dtype) -> None:
     assert rel_err(y, want) <= tol
 
 
-@pytest.mark.parametrize("backend", ["reference", "chunked"])
+@pytest.mark.parametrize("backend", ["reference", "chunked", "cpu"])
 def test_empty_sequence(backend: str) -> None:
     y = selective_scan(**make_inputs(L=0), delta_softplus=True, backend=backend)
     assert y.shape == (2, 8, 0)
 
 
-def test_output_is_contiguous_and_default_backend_is_chunked_on_cpu() -> None:
+def test_auto_on_cpu_is_the_kernel_without_autograd_and_chunked_with_it() -> None:
     inputs = make_inputs(seed=17)
-    y = selective_scan(**inputs, delta_softplus=True)
+    with torch.no_grad():
+        y = selective_scan(**inputs, delta_softplus=True)
+        kernel = selective_scan(**inputs, delta_softplus=True, backend="cpu")
+        chunked = selective_scan(**inputs, delta_softplus=True, backend="chunked")
     assert y.is_contiguous()
-    torch.testing.assert_close(y, selective_scan(**inputs, delta_softplus=True, backend="chunked"))
+    assert torch.equal(y, kernel) and not torch.equal(y, chunked)  # same math, different rounding
+    leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+    y_grad = selective_scan(**leaves, delta_softplus=True)
+    assert y_grad.requires_grad
+    chunked_grad = selective_scan(**leaves, delta_softplus=True, backend="chunked")
+    assert torch.equal(y_grad.detach(), chunked_grad.detach())
+
+
+def test_cpu_kernel_refuses_autograd_and_float64() -> None:
+    inputs = make_inputs(seed=18)
+    with pytest.raises(ValueError, match="chunked"):
+        selective_scan(**{**inputs, "u": inputs["u"].requires_grad_()}, backend="cpu")
+    with pytest.raises(ValueError, match="float64"):
+        selective_scan(**{k: v.double() for k, v in inputs.items()}, backend="cpu")
+
+
+def test_auto_falls_back_to_chunked_without_the_kernel() -> None:
+    """FSLORA_CPU_SCAN_KERNEL=0 (or no compiler): auto gives chunked's output, backend='cpu' says why."""
+    script = textwrap.dedent(
+        """
+        import torch
+        from fslora.ops import selective_scan
+        from fslora.ops.scan_cpu import load_cpu_kernel
+        u = torch.randn(1, 4, 9)
+        args = (u, u.abs(), -torch.ones(4, 2), torch.randn(1, 2, 9), torch.randn(1, 2, 9))
+        with torch.no_grad():
+            assert torch.equal(selective_scan(*args), selective_scan(*args, backend="chunked"))
+            assert load_cpu_kernel() is None
+            try:
+                selective_scan(*args, backend="cpu")
+            except RuntimeError as exc:
+                assert "FSLORA_CPU_SCAN_KERNEL" in str(exc), exc
+            else:
+                raise AssertionError("backend='cpu' ran without its kernel")
+        print("ok")
+        """
+    )
+    env = {**os.environ, "FSLORA_CPU_SCAN_KERNEL": "0"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
 
 
 # -- input checks ------------------------------------------------------------------------------------------

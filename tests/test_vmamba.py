@@ -163,8 +163,11 @@ def test_scan_backends_agree_and_backend_switch_validates() -> None:
         reference = model.forward_features(x)
         model.set_scan_backend("chunked")
         chunked = model.forward_features(x)
-    for r, c in zip(reference, chunked, strict=True):
+        model.set_scan_backend("cpu")
+        kernel = model.forward_features(x)
+    for r, c, k in zip(reference, chunked, kernel, strict=True):
         torch.testing.assert_close(c, r, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(k, r, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="backend"):
         model.set_scan_backend("fast")
 

@@ -141,7 +141,7 @@ def assert_close_rel(actual: torch.Tensor, expected: torch.Tensor, rel: float, w
     assert err <= rel, f"{what}: max error {err:.2e} of the largest value > {rel:.0e}"
 
 
-@pytest.mark.parametrize("backend", ["reference", "chunked"])
+@pytest.mark.parametrize("backend", ["reference", "chunked", "cpu"])
 def test_matches_official_outputs(fixture: tuple[str, dict[str, torch.Tensor]], backend: str) -> None:
     name, tensors = fixture
     rel = FIXTURES[name][1]

@@ -1,8 +1,11 @@
 """Selective scan (Mamba's S6 recurrence) with interchangeable backends.
 
 ``selective_scan`` follows mamba-ssm's ``selective_scan_fn`` shapes and semantics so VMamba code written
-against it runs unchanged on CPU (``"chunked"``, vectorised, the default off-CUDA) and on GPU with the
-mamba-ssm kernel (``"cuda"``). ``"reference"`` is a plain sequential loop kept as the ground truth.
+against it runs unchanged on CPU and on GPU with the mamba-ssm kernel (``"cuda"``). On CPU there are two
+fast backends: ``"chunked"`` (pure torch, vectorised, differentiable: training) and ``"cpu"`` (our
+compiled forward-only kernel, ``scan_cpu.py``: inference). ``"auto"`` picks ``"cuda"`` for CUDA tensors
+when mamba-ssm imports, ``"cpu"`` for CPU calls without autograd when the kernel builds, else
+``"chunked"``. ``"reference"`` is a plain sequential loop kept as the ground truth.
 
 Input handling shared by every backend lives here: shape checks, the dtype policy, ``delta_bias`` and
 softplus, and the grouped view of B and C. The dtype policy: compute in float32 (half and bfloat16 inputs
@@ -21,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fslora.ops.scan_chunked import scan_chunked
+from fslora.ops.scan_cpu import kernel_applies, load_cpu_kernel, scan_cpu
 from fslora.ops.scan_cuda import load_mamba_scan, scan_cuda
 from fslora.ops.scan_reference import scan_reference
 
@@ -28,7 +32,7 @@ __all__ = ["BACKENDS", "PreparedScan", "prepare_scan", "selective_scan"]
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "chunked", "reference", "cuda")
+BACKENDS = ("auto", "chunked", "reference", "cuda", "cpu")
 _CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -99,6 +103,15 @@ def _grouped(mat: Tensor, groups: int, dtype: torch.dtype) -> Tensor:
     return mat
 
 
+def _common_groups(B: Tensor, C: Tensor, dim: int) -> int:
+    """The group count both B and C expand to (the lcm of theirs), which must divide dim."""
+    group_counts = [m.shape[1] if m.dim() == 4 else 1 for m in (B, C)]
+    groups = math.lcm(*group_counts)
+    if dim % groups:
+        raise ValueError(f"selective_scan: B/C groups {group_counts} need dim={dim} divisible by {groups}")
+    return groups
+
+
 def prepare_scan(
     u: Tensor,
     delta: Tensor,
@@ -111,10 +124,7 @@ def prepare_scan(
     """Apply bias and softplus to delta and bring every tensor to the compute dtype and grouped view."""
     dtype = _compute_dtype(u)
     batch, dim, length = u.shape
-    group_counts = [m.shape[1] if m.dim() == 4 else 1 for m in (B, C)]
-    groups = math.lcm(*group_counts)
-    if dim % groups:
-        raise ValueError(f"selective_scan: B/C groups {group_counts} need dim={dim} divisible by {groups}")
+    groups = _common_groups(B, C, dim)
     given = delta
     delta = delta.to(dtype)
     if delta_bias is not None:
@@ -136,7 +146,7 @@ def prepare_scan(
     )
 
 
-def _resolve_backend(backend: str, u: Tensor) -> str:
+def _resolve_backend(backend: str, u: Tensor, *others: Tensor | None) -> str:
     """Pick the backend for ``"auto"``; mamba-ssm is only ever imported for CUDA tensors."""
     if backend not in BACKENDS:
         raise ValueError(f"selective_scan: backend must be one of {BACKENDS}, got {backend!r}")
@@ -144,6 +154,8 @@ def _resolve_backend(backend: str, u: Tensor) -> str:
         return backend
     if u.is_cuda and u.dtype in _CUDA_DTYPES and load_mamba_scan() is not None:
         return "cuda"
+    if kernel_applies(u, *others) and load_cpu_kernel() is not None:
+        return "cpu"
     return "chunked"
 
 
@@ -168,16 +180,19 @@ def selective_scan(
         D: optional (dim,) skip term ``y += D * u``.
         delta_bias: optional (dim,) added to delta before the softplus.
         delta_softplus: apply softplus to delta.
-        backend: ``"auto"`` (mamba-ssm kernel for CUDA tensors when it imports, else ``"chunked"``),
-            ``"chunked"``, ``"reference"`` or ``"cuda"``.
+        backend: ``"auto"`` (see the module doc), ``"chunked"``, ``"reference"``, ``"cuda"`` or ``"cpu"``.
 
     Returns:
         y of shape (batch, dim, seqlen) in u's dtype, computed in float32 (float64 for float64 inputs).
     """
     _check_inputs(u, delta, A, B, C, D, delta_bias)
-    name = _resolve_backend(backend, u)
+    name = _resolve_backend(backend, u, delta, A, B, C, D, delta_bias)
     if name == "cuda":
         return scan_cuda(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    if name == "cpu":
+        groups = _common_groups(B, C, u.shape[1])
+        B, C = _grouped(B, groups, B.dtype), _grouped(C, groups, C.dtype)
+        return scan_cpu(u, delta, A, B, C, D, delta_bias, delta_softplus)
     prep = prepare_scan(u, delta, A, B, C, delta_bias, delta_softplus)
     if name == "chunked":
         y = scan_chunked(prep.u, prep.delta, prep.A, prep.B, prep.C, consume_delta=prep.delta_is_copy)
