@@ -6,13 +6,12 @@ positions, with ``R_t = r_1 + ... + r_t`` the chunk's cumulative rate (log space
 
     h_t = exp(-R_t) * (h_in + sum_{s<=t} exp(R_s) x_s)
 
-Rates are carried in base 2 (``r * log2(e)``, folded into A for free) because ``exp2`` is ~3x faster than
-``exp`` on CPU (measured 1.0 vs 2.9 ms per 1.5 M floats, AVX2); the module doc below speaks in natural
-units.
-
-so a chunk costs two cumulative sums, one exp2 and a few elementwise passes over contiguous rows - no
-(T x T) weights and no loop over T (ours; this replaced a diagonal-by-diagonal scan that was ~2x slower).
-The layout is channel-major with time last, exactly how u and delta arrive, so there are no transposes.
+so a chunk costs two cumulative sums, one exponential and a few elementwise passes over contiguous rows -
+no (T x T) weights and no loop over T (ours; this replaced a diagonal-by-diagonal scan that was ~2x
+slower). The layout is channel-major with time last, exactly how u and delta arrive, so there are no
+transposes. Rates are carried in base 2 (``r * log2(e)``, folded into A for free) because ``exp2`` is ~3x
+faster than ``exp`` on CPU (1.0 vs 2.9 ms per 1.5 M floats, AVX2); the rest of this doc speaks in
+natural units.
 
 The states entering the chunks obey the same recurrence one level up (rate = a chunk's total ``R_T``,
 input = a chunk's zero-start final state), so :func:`_scan` solves them recursively on 1/T of the data.
@@ -112,7 +111,7 @@ def _scan(rate: Tensor, x: Tensor, h0: Tensor | None, limit: int) -> Tensor:
     cum = r.cumsum(-1) if grad else r.cumsum_(-1)
     total = cum[..., -1].clone()  # each chunk's total rate R_T
     if grad:
-        scale = cum.exp2()  # exp(R_t) in [1, exp(T * clamp)]
+        scale = cum.exp2()  # 2^R_t in [1, 2^(T * clamp)]
         acc = (scale * x).cumsum(-1)  # sum_{s<=t} exp(R_s) x_s
         # Dividing by scale is cheaper, but autograd's div backward forms h / scale**2, which underflows
         # float32 for R >~ 45 and loses those gradient terms: multiply by exp(-R) instead.

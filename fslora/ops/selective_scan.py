@@ -36,7 +36,6 @@ BACKENDS = ("auto", "chunked", "reference", "cuda", "cpu")
 _CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-
 @dataclass
 class PreparedScan:
     """Scan inputs in the compute dtype and grouped view (G groups of P = d / G channels).
