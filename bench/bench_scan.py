@@ -1,9 +1,9 @@
 """Benchmark the selective-scan backends on CPU and print one JSON document.
 
 For each shape: forward time of the sequential reference, of the chunked scan and of our compiled CPU
-kernel (``backend="cpu"``, what inference uses; best of N), their ratios, chunked forward+backward time
-(training), the errors against the reference, and the chunked scan's peak memory measured as max RSS of a
-fresh subprocess (tracemalloc cannot see torch's allocations).
+kernel (``backend="cpu"``, what ``auto`` uses on CPU; best of N), their ratios, forward+backward times
+of both (training), the errors against the reference, and the chunked scan's peak memory measured as
+max RSS of a fresh subprocess (tracemalloc cannot see torch's allocations).
 
     python bench/bench_scan.py [--repeats 5] [--threads 2]
 """
@@ -57,8 +57,8 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
-def forward_backward(inputs: dict[str, torch.Tensor]) -> None:
-    y = selective_scan(**inputs, delta_softplus=True, backend="chunked")
+def forward_backward(inputs: dict[str, torch.Tensor], backend: str = "chunked") -> None:
+    y = selective_scan(**inputs, delta_softplus=True, backend=backend)
     y.sum().backward()
     for t in inputs.values():
         t.grad = None
@@ -121,6 +121,7 @@ def bench_shape(shape: tuple[int, int, int, int], repeats: int) -> dict:
         y_ref, y_chk, y_ker = run("reference"), run("chunked"), run("cpu")
     grad_inputs = make_inputs(*shape, requires_grad=True)
     fwd_bwd_s = best_time(lambda: forward_backward(grad_inputs), repeats)
+    kernel_fwd_bwd_s = best_time(lambda: forward_backward(grad_inputs, "cpu"), repeats)
     return {
         "shape_b_d_n_L": list(shape),
         "reference_forward_ms": round(ref_s * 1e3, 2),
@@ -129,6 +130,7 @@ def bench_shape(shape: tuple[int, int, int, int], repeats: int) -> dict:
         "cpu_kernel_forward_ms": round(kernel_s * 1e3, 2),
         "speedup_cpu_kernel_vs_reference": round(ref_s / kernel_s, 1),
         "chunked_forward_backward_ms": round(fwd_bwd_s * 1e3, 2),
+        "cpu_kernel_forward_backward_ms": round(kernel_fwd_bwd_s * 1e3, 2),
         "max_abs_err_rel_to_scale": float((y_chk - y_ref).abs().max() / y_ref.abs().max()),
         "cpu_kernel_max_abs_err_rel_to_scale": float((y_ker - y_ref).abs().max() / y_ref.abs().max()),
         "chunked_memory_forward": peak_rss_mib(shape, backward=False),

@@ -48,7 +48,7 @@ def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got.double() - want.double()).abs().max() / want.double().abs().max().clamp_min(1e-12)).item()
 
 
-FAST_BACKENDS = ["chunked", "cpu"]  # "cpu": our compiled kernel (forward only), built on first use
+FAST_BACKENDS = ["chunked", "cpu"]  # "cpu": our compiled kernel (forward and backward), built on first use
 
 
 def run_both(
@@ -147,25 +147,38 @@ def grads(inputs: dict, backend: str, softplus: bool = True) -> dict[str, torch.
     return {k: v.grad for k, v in leaves.items() if v is not None}
 
 
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize(("n", "groups", "L"), [(1, None, 41), (4, 2, 64), (16, 8, 23)])
-def test_chunked_gradients_match_reference(n: int, groups: int | None, L: int) -> None:
+def test_fast_backend_gradients_match_reference(backend: str, n: int, groups: int | None, L: int) -> None:
     inputs = make_inputs(n=n, L=L, groups=groups, seed=11 + n)
-    ref, chk = grads(inputs, "reference"), grads(inputs, "chunked")
-    assert set(chk) == set(INPUT_NAMES)
+    ref, fast = grads(inputs, "reference"), grads(inputs, backend)
+    assert set(fast) == set(INPUT_NAMES)
     for name in INPUT_NAMES:
-        assert torch.isfinite(chk[name]).all(), name
-        assert rel_err(chk[name], ref[name]) <= 1e-3, name
+        assert torch.isfinite(fast[name]).all(), name
+        assert rel_err(fast[name], ref[name]) <= 1e-3, name
 
 
-def test_chunked_gradients_match_float64_reference_on_long_sequences() -> None:
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_fast_backend_gradients_match_float64_reference_on_long_sequences(backend: str) -> None:
     """Long scans stress float32 under/overflow inside the chunk maths (a bug here once gave 1e-2 errors
     in the delta and A gradients at L ~ 1000 while every short case passed)."""
     inputs = make_inputs(b=1, d=4, n=1, L=1003, groups=None, seed=21)
     ref = grads({k: None if v is None else v.double() for k, v in inputs.items()}, "reference")
-    chk = grads(inputs, "chunked")
+    fast = grads(inputs, backend)
     for name in INPUT_NAMES:
-        assert torch.isfinite(chk[name]).all(), name
-        assert rel_err(chk[name], ref[name]) <= 1e-3, name
+        assert torch.isfinite(fast[name]).all(), name
+        assert rel_err(fast[name], ref[name]) <= 1e-3, name
+
+
+@pytest.mark.parametrize("softplus", [False, True])
+def test_cpu_kernel_gradients_without_optional_inputs(softplus: bool) -> None:
+    """No D, no delta_bias: their gradients are absent, the others match the reference."""
+    inputs = make_inputs(L=30, with_d=False, with_bias=False, seed=22)
+    inputs["delta"] = inputs["delta"].abs()
+    ref, kernel = grads(inputs, "reference", softplus), grads(inputs, "cpu", softplus)
+    assert set(kernel) == {"u", "delta", "A", "B", "C"}
+    for name in kernel:
+        assert rel_err(kernel[name], ref[name]) <= 1e-4, name
 
 
 def test_chunked_gradcheck_float64() -> None:
@@ -191,8 +204,9 @@ def test_large_decays_stay_finite() -> None:
     ref, chk = run_both(inputs)
     assert torch.isfinite(chk).all()
     assert rel_err(chk, ref) <= 1e-4
-    g = grads(inputs, "chunked")
-    assert all(torch.isfinite(t).all() for t in g.values())
+    for backend in FAST_BACKENDS:
+        g = grads(inputs, backend)
+        assert all(torch.isfinite(t).all() for t in g.values()), backend
 
 
 def test_mixed_decays_inside_a_chunk() -> None:
@@ -263,7 +277,7 @@ def test_empty_sequence(backend: str) -> None:
     assert y.shape == (2, 8, 0)
 
 
-def test_auto_on_cpu_is_the_kernel_without_autograd_and_chunked_with_it() -> None:
+def test_auto_on_cpu_is_the_kernel_with_and_without_autograd_and_chunked_for_float64() -> None:
     inputs = make_inputs(seed=17)
     with torch.no_grad():
         y = selective_scan(**inputs, delta_softplus=True)
@@ -273,15 +287,14 @@ def test_auto_on_cpu_is_the_kernel_without_autograd_and_chunked_with_it() -> Non
     assert torch.equal(y, kernel) and not torch.equal(y, chunked)  # same math, different rounding
     leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
     y_grad = selective_scan(**leaves, delta_softplus=True)
-    assert y_grad.requires_grad
-    chunked_grad = selective_scan(**leaves, delta_softplus=True, backend="chunked")
-    assert torch.equal(y_grad.detach(), chunked_grad.detach())
+    assert y_grad.requires_grad and torch.equal(y_grad.detach(), kernel)
+    wide = {k: v.double() for k, v in inputs.items()}
+    chunked64 = selective_scan(**wide, delta_softplus=True, backend="chunked")
+    assert torch.equal(selective_scan(**wide, delta_softplus=True), chunked64)
 
 
-def test_cpu_kernel_refuses_autograd_and_float64() -> None:
+def test_cpu_kernel_refuses_float64() -> None:
     inputs = make_inputs(seed=18)
-    with pytest.raises(ValueError, match="chunked"):
-        selective_scan(**{**inputs, "u": inputs["u"].requires_grad_()}, backend="cpu")
     with pytest.raises(ValueError, match="float64"):
         selective_scan(**{k: v.double() for k, v in inputs.items()}, backend="cpu")
 
@@ -387,3 +400,9 @@ def test_cuda_kernel_matches_reference() -> None:
         out = selective_scan(**cuda, delta_softplus=True, backend="cuda")
         assert selective_scan(**cuda, delta_softplus=True).device.type == "cuda"
         assert rel_err(out.cpu(), ref) <= 1e-4
+
+
+def test_cpu_kernel_backward_of_an_empty_sequence() -> None:
+    g = grads(make_inputs(L=0), "cpu")
+    assert g["u"].shape == (2, 8, 0) and g["A"].shape == (8, 4) and g["B"].shape == (2, 2, 4, 0)
+    assert not g["A"].any() and not g["D"].any() and not g["delta_bias"].any()

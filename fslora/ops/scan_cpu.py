@@ -1,8 +1,9 @@
-"""Our compiled CPU selective-scan kernel (``csrc/selective_scan_cpu.cpp``), forward only, for inference.
+"""Our compiled CPU selective-scan kernel (``csrc/selective_scan_cpu.cpp``), forward and backward.
 
 Why: the pure-torch ``"chunked"`` scan is memory-bound - about 15 passes over the b*d*L inputs - while
 the kernel reads each input once and runs only the recurrence step by step (bench/bench_scan.py has the
-figures). Training keeps ``"chunked"``: it has autograd, the kernel has no backward.
+figures). The backward recomputes the states row by row rather than keeping them, so training needs no
+more memory than inference. ``"chunked"`` remains for float64 (gradcheck) and machines without a compiler.
 
 It is built with ``torch.utils.cpp_extension`` the first time it is needed (about 40 s on 2 cores; the
 result is cached per machine under ``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``) and
@@ -89,11 +90,27 @@ def load_cpu_kernel() -> ModuleType | None:
     return _loaded["kernel"]
 
 
-def kernel_applies(u: Tensor, *tensors: Tensor | None) -> bool:
-    """Whether the kernel can serve this call: CPU, a float32-computable dtype, no autograd."""
-    if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return False
-    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, *tensors)))
+def kernel_applies(u: Tensor) -> bool:
+    """Whether the kernel can serve a call: CPU tensors of a dtype it computes in float32."""
+    return u.device.type == "cpu" and u.dtype in (torch.float32, torch.float16, torch.bfloat16)
+
+
+class _KernelScan(torch.autograd.Function):
+    """The kernel's forward and backward as one autograd op (float32, contiguous inputs)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, softplus):  # noqa: ANN001, ANN205
+        ctx.softplus = softplus
+        ctx.save_for_backward(u, delta, A, B, C, D, delta_bias)
+        return load_cpu_kernel().selective_scan_forward(u, delta, A, B, C, D, delta_bias, softplus)
+
+    @staticmethod
+    def backward(ctx, grad_y):  # noqa: ANN001, ANN205
+        u, delta, A, B, C, D, delta_bias = ctx.saved_tensors
+        du, ddelta, dA, dB, dC, dD, dbias = load_cpu_kernel().selective_scan_backward(
+            u, delta, A, B, C, D, delta_bias, ctx.softplus, grad_y.contiguous()
+        )
+        return du, ddelta, dA, dB, dC, dD if D.numel() else None, dbias if delta_bias.numel() else None, None
 
 
 def scan_cpu(
@@ -106,21 +123,23 @@ def scan_cpu(
     delta_bias: Tensor | None,
     delta_softplus: bool,
 ) -> Tensor:
-    """Run the kernel: B and C come grouped (b, groups, n, L); computes in float32, returns u's dtype."""
-    if not kernel_applies(u, delta, A, B, C, D, delta_bias):
+    """Run the kernel: B and C come grouped (b, groups, n, L); computes in float32, returns u's dtype.
+
+    Differentiable: the kernel's backward recomputes the states instead of keeping them.
+    """
+    if not kernel_applies(u):
         raise ValueError(
-            "selective_scan: backend='cpu' is forward-only float32 on CPU tensors without autograd; "
-            "use backend='chunked' for training or float64"
+            f"selective_scan: backend='cpu' needs CPU tensors in float32/float16/bfloat16 (it computes in "
+            f"float32), got {u.dtype} on {u.device}; use backend='chunked' for float64"
         )
-    kernel = load_cpu_kernel()
-    if kernel is None:
+    if load_cpu_kernel() is None:
         raise RuntimeError(
             "selective_scan: backend='cpu' needs the compiled CPU kernel, which is unavailable here "
             f"(a C++ compiler is required; see the log, or unset {OPT_OUT_ENV}=0)"
         )
     f32 = torch.float32
     empty = u.new_empty(0, dtype=f32)
-    y = kernel.selective_scan_forward(
+    y = _KernelScan.apply(
         u.to(f32).contiguous(),
         delta.to(f32).contiguous(),
         A.to(f32).contiguous(),

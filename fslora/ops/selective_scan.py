@@ -2,10 +2,10 @@
 
 ``selective_scan`` follows mamba-ssm's ``selective_scan_fn`` shapes and semantics so VMamba code written
 against it runs unchanged on CPU and on GPU with the mamba-ssm kernel (``"cuda"``). On CPU there are two
-fast backends: ``"chunked"`` (pure torch, vectorised, differentiable: training) and ``"cpu"`` (our
-compiled forward-only kernel, ``scan_cpu.py``: inference). ``"auto"`` picks ``"cuda"`` for CUDA tensors
-when mamba-ssm imports, ``"cpu"`` for CPU calls without autograd when the kernel builds, else
-``"chunked"``. ``"reference"`` is a plain sequential loop kept as the ground truth.
+fast backends: ``"cpu"`` (our compiled kernel with its backward, ``scan_cpu.py``) and ``"chunked"`` (pure
+torch, vectorised, differentiable; for float64 and machines without a C++ compiler). ``"auto"`` picks
+``"cuda"`` for CUDA tensors when mamba-ssm imports, ``"cpu"`` for other float32/16 CPU calls when the
+kernel builds, else ``"chunked"``. ``"reference"`` is a plain sequential loop kept as the ground truth.
 
 Input handling shared by every backend lives here: shape checks, the dtype policy, ``delta_bias`` and
 softplus, and the grouped view of B and C. The dtype policy: compute in float32 (half and bfloat16 inputs
@@ -145,7 +145,7 @@ def prepare_scan(
     )
 
 
-def _resolve_backend(backend: str, u: Tensor, *others: Tensor | None) -> str:
+def _resolve_backend(backend: str, u: Tensor) -> str:
     """Pick the backend for ``"auto"``; mamba-ssm is only ever imported for CUDA tensors."""
     if backend not in BACKENDS:
         raise ValueError(f"selective_scan: backend must be one of {BACKENDS}, got {backend!r}")
@@ -153,7 +153,7 @@ def _resolve_backend(backend: str, u: Tensor, *others: Tensor | None) -> str:
         return backend
     if u.is_cuda and u.dtype in _CUDA_DTYPES and load_mamba_scan() is not None:
         return "cuda"
-    if kernel_applies(u, *others) and load_cpu_kernel() is not None:
+    if kernel_applies(u) and load_cpu_kernel() is not None:
         return "cpu"
     return "chunked"
 
@@ -185,7 +185,7 @@ def selective_scan(
         y of shape (batch, dim, seqlen) in u's dtype, computed in float32 (float64 for float64 inputs).
     """
     _check_inputs(u, delta, A, B, C, D, delta_bias)
-    name = _resolve_backend(backend, u, delta, A, B, C, D, delta_bias)
+    name = _resolve_backend(backend, u)
     if name == "cuda":
         return scan_cuda(u, delta, A, B, C, D, delta_bias, delta_softplus)
     if name == "cpu":
