@@ -23,12 +23,10 @@ void check(const torch::Tensor& t, const char* name, int64_t dims) {
   TORCH_CHECK(dims < 0 || t.dim() == dims, "selective_scan_cpu: ", name, " must have ", dims, " dims");
 }
 
-}  // namespace
-
-// u, delta (b, d, L); A (d, n); B, C (b, G, n, L); D, delta_bias (d) or empty. Returns y (b, d, L).
-torch::Tensor selective_scan_forward(const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
-                                     const torch::Tensor& B, const torch::Tensor& C, const torch::Tensor& D,
-                                     const torch::Tensor& delta_bias, bool softplus) {
+// The shapes both entry points take (see selective_scan_forward).
+void check_scan_inputs(const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
+                       const torch::Tensor& B, const torch::Tensor& C, const torch::Tensor& D,
+                       const torch::Tensor& delta_bias) {
   check(u, "u", 3);
   check(delta, "delta", 3);
   check(A, "A", 2);
@@ -36,15 +34,26 @@ torch::Tensor selective_scan_forward(const torch::Tensor& u, const torch::Tensor
   check(C, "C", 4);
   check(D, "D", -1);
   check(delta_bias, "delta_bias", -1);
-  const int64_t batch = u.size(0), dim = u.size(1), length = u.size(2);
-  const int64_t groups = B.size(1), n_state = A.size(1);
+  const int64_t dim = u.size(1), groups = B.size(1);
   TORCH_CHECK(delta.sizes() == u.sizes(), "selective_scan_cpu: delta must match u");
   TORCH_CHECK(A.size(0) == dim && groups > 0 && dim % groups == 0, "selective_scan_cpu: bad A or groups");
-  TORCH_CHECK(B.sizes() == C.sizes() && B.size(0) == batch && B.size(2) == n_state && B.size(3) == length,
+  TORCH_CHECK(B.sizes() == C.sizes() && B.size(0) == u.size(0) && B.size(2) == A.size(1) &&
+                  B.size(3) == u.size(2),
               "selective_scan_cpu: B and C must be (batch, groups, d_state, seqlen)");
   TORCH_CHECK(D.numel() == 0 || D.numel() == dim, "selective_scan_cpu: D must have dim entries");
   TORCH_CHECK(delta_bias.numel() == 0 || delta_bias.numel() == dim,
               "selective_scan_cpu: delta_bias must have dim entries");
+}
+
+}  // namespace
+
+// u, delta (b, d, L); A (d, n); B, C (b, G, n, L); D, delta_bias (d) or empty. Returns y (b, d, L).
+torch::Tensor selective_scan_forward(const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
+                                     const torch::Tensor& B, const torch::Tensor& C, const torch::Tensor& D,
+                                     const torch::Tensor& delta_bias, bool softplus) {
+  check_scan_inputs(u, delta, A, B, C, D, delta_bias);
+  const int64_t batch = u.size(0), dim = u.size(1), length = u.size(2);
+  const int64_t groups = B.size(1), n_state = A.size(1);
 
   auto y = torch::empty_like(u);
   const int64_t per_group = dim / groups;
@@ -109,13 +118,7 @@ std::vector<torch::Tensor> selective_scan_backward(const torch::Tensor& u, const
                                                    const torch::Tensor& C, const torch::Tensor& D,
                                                    const torch::Tensor& delta_bias, bool softplus,
                                                    const torch::Tensor& grad_y) {
-  check(u, "u", 3);
-  check(delta, "delta", 3);
-  check(A, "A", 2);
-  check(B, "B", 4);
-  check(C, "C", 4);
-  check(D, "D", -1);
-  check(delta_bias, "delta_bias", -1);
+  check_scan_inputs(u, delta, A, B, C, D, delta_bias);
   check(grad_y, "grad_y", 3);
   const int64_t batch = u.size(0), dim = u.size(1), length = u.size(2);
   const int64_t groups = B.size(1), n_state = A.size(1), per_group = dim / groups;
