@@ -3,7 +3,7 @@
 glibc serves every allocation above its mmap threshold (128 KiB, raised dynamically up to 32 MiB) with a
 fresh mmap and unmaps it on free, so each new multi-MB tensor costs one page fault per 4 KiB page. On our
 2-core CI VMs that is ~2.5 us per fault: a 6 MB elementwise op took 4.7 ms where the arithmetic takes 0.3
-(bench/bench_scan.py; the nano backbone forward went from 0.38 s to 0.27 s on one thread). Raising the
+(bench/bench_scan.py; a nano dual-stream forward went from 0.34 s to 0.26 s on one thread). Raising the
 mmap and trim thresholds keeps freed blocks in the heap for the next tensor of that size.
 
 Process-wide, so the entry points (app, train, evaluate, benchmarks) call it, not the library on import.
