@@ -27,7 +27,8 @@ def grouped_linear(x: Tensor, weight: Tensor) -> Tensor:
 def grouped_linear_accumulate(out: Tensor, x: Tensor, weight: Tensor, scale: float = 1.0) -> Tensor:
     """``out += scale * grouped_linear(x, weight)`` in place, as one ``baddbmm`` per task; returns out.
 
-    out (T, b, O, H, W) must have contiguous (H, W) planes per channel (a channel-first map).
+    out (T, b, O, H, W) must be viewable as (T*b, O, H*W): a dense map, channel-first or channels-last
+    strided (the matmul then writes a transposed result in place).
     """
     t, b, o = out.shape[:3]
     flat_out = out.view(t * b, o, -1)
