@@ -106,6 +106,7 @@ def test_set_overrides_reach_nested_and_model_fields(tmp_path):
     [
         ({"optim": {"lr": -1}}, "optim.lr"),
         ({"optim": {"lrr": 0.1}}, "lrr"),
+        ({"optim": {"name": "adam"}}, "optim.name"),
         ({"data": {"dataset": "market1501"}}, "data.dataset"),
         ({"batch_size": 0}, "batch_size"),
         ({"epochs": "many"}, "epochs"),

@@ -68,12 +68,21 @@ class DataConfig:
                 raise ValueError(f"data.synthps_seed only applies to dataset synthps, not {self.dataset!r}")
 
 
+OPTIMIZERS = {"sgd": "SGD", "adamw": "AdamW"}
+"""optim.name -> the optimizer's display name."""
+
+
 @dataclass
 class OptimConfig:
-    """SGD with linear warm-up and step decay (the paper: lr 0.003, x0.1 at epoch 16, clip 10)."""
+    """SGD or AdamW, linear warm-up, step decay (the paper: SGD lr 0.003, x0.1 at epoch 16, clip 10)."""
 
+    name: str = "sgd"
+    """``sgd`` (the paper's) or ``adamw`` (ours, for training the nano backbone from scratch: SGD at any
+    stable lr barely moved its detection losses, AdamW fits them; AdamW skips weight decay on norms and
+    biases)."""
     lr: float = 0.003
     momentum: float = 0.9
+    """SGD momentum (unused by AdamW, whose betas are torch's defaults)."""
     weight_decay: float = 5e-4
     warmup_steps: int = 1000
     """Optimizer steps of linear warm-up from ``lr * warmup_factor`` to ``lr`` (0 = none)."""
@@ -87,6 +96,8 @@ class OptimConfig:
     """Per-loss weights by name (``loss_oim: 1.0``...); losses not listed weigh 1."""
 
     def validate(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"optim.name must be one of {list(OPTIMIZERS)}, got {self.name!r}")
         _number_in("optim.lr", self.lr, 0.0, None, open_low=True)
         _number_in("optim.momentum", self.momentum, 0.0, 1.0)
         _number_in("optim.weight_decay", self.weight_decay, 0.0, None)
@@ -356,8 +367,6 @@ def _section(name: str, cls: type, value: Any) -> Any:
         return cls(**kwargs)
     except TypeError as e:
         raise ValueError(f"{name}: {e}") from e
-
-
 
 
 def _is_int(value: Any) -> bool:

@@ -43,7 +43,7 @@ from fslora.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from fslora.training.config import TrainConfig
+from fslora.training.config import OPTIMIZERS, TrainConfig
 from fslora.training.data import (
     EpochOrder,
     IdentityMap,
@@ -56,6 +56,7 @@ from fslora.training.data import (
     trainable_records,
 )
 from fslora.training.metrics_log import MetricsLog
+from fslora.training.optimizer import build_optimizer
 from fslora.training.plots import (
     mean_frequency_weights,
     plot_expert_masks,
@@ -115,9 +116,7 @@ class Trainer:
         self._bn_refreshed_at: int | None = None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         opt = config.optim
-        self.optimizer = torch.optim.SGD(
-            self.params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay
-        )
+        self.optimizer = build_optimizer(self.model, self.params, opt)
         self.dataset = TrainImages(records, self.ids)
         self.order = EpochOrder(len(self.dataset), config.batch_size, config.seed, config.data.hflip)
         self.steps_per_epoch = self.order.batches_per_epoch
@@ -391,7 +390,7 @@ class Trainer:
         training_data = (
             f"{c.data.dataset} `{info['name']}` at `{info['root']}`: {info['train_images']} training images, "
             f"{info['train_identities']} identities. {c.epochs} epochs, batch {c.batch_size}, "
-            f"SGD lr {c.optim.lr:g}. Command:\n\n"
+            f"{OPTIMIZERS[c.optim.name]} lr {c.optim.lr:g}. Command:\n\n"
             + "\n".join(f"    {line}" for line in run_commands(self.run_dir))
             + "\n\nFull training config: `config.yaml` of the run folder."
         )
