@@ -96,7 +96,7 @@ def share_wide_enough(
 
 @pytest.mark.parametrize("name", ["nano_synthps_pretrain", "nano_synthps"])
 def test_recipe_input_size_keeps_people_wider_than_a_trunk_cell(people, name: str):
-    # At 192x320 the stage-1 model found no one under 120 px tall (of 384; ~20 px wide at that size) and
+    # At 192x320 the previous model found no one under 120 px tall (of 384; ~20 px wide at that size) and
     # 45-74 % of the taller people: resolution, not training time, capped its recall.
     transform = TrainConfig.from_yaml(REPO / "configs" / "train" / f"{name}.yaml").model.transform
     image_size, boxes = people
