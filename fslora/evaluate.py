@@ -127,8 +127,10 @@ def evaluate_model(
     batch_size: int = 4,
     score_thresh: float = 0.5,
     progress: bool = False,
+    per_query: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
-    """The split's protocol figures for ``model`` (mAP, top-k, detection AP / recall, counts)."""
+    """The split's protocol figures for ``model`` (mAP, top-k, detection AP / recall, counts);
+    ``per_query`` receives each scored query's AP and hits (see `evaluate_search`)."""
     if not split.queries:
         raise ValueError(f"{split.name}: the split has no queries to evaluate")
     split = subset_queries(split, max_queries)
@@ -136,7 +138,9 @@ def evaluate_model(
         model, split, batch_size=batch_size, score_thresh=score_thresh, progress=progress
     )
     queries = embed_queries(model, split, progress=progress)
-    return evaluate_split(split, detections, queries, exclude_camera=multi_view, det_thresh=score_thresh)
+    return evaluate_split(
+        split, detections, queries, exclude_camera=multi_view, det_thresh=score_thresh, per_query=per_query
+    )
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
@@ -243,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     start = time.perf_counter()
+    per_query: list[dict[str, Any]] = []
     metrics = evaluate_model(
         model,
         split,
@@ -251,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         score_thresh=args.score_thresh,
         progress=not args.no_progress,
+        per_query=per_query,
     )
     seconds = time.perf_counter() - start
     report = {
@@ -267,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "device": str(model.device),
         "seconds": round(seconds, 3),
         "metrics": metrics,
+        "per_query": per_query,  # for paired comparisons: python -m fslora.compare A.json B.json
     }
     print(f"{split.name} ({args.dataset}{', multi-view' if args.multi_view else ''}) - {model.config.name}")
     print(format_table(metrics))

@@ -168,3 +168,23 @@ def test_bad_inputs_name_the_problem():
     empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "embeddings": torch.zeros(0, 2)}
     no_dets = evaluate_prw(records, dict.fromkeys(detections, empty), [QUERY], Q_EMB)
     assert no_dets["mAP"] == 0.0 and no_dets["det_recall"] == 0.0
+
+
+def test_per_query_figures_are_recorded_for_scored_queries_only():
+    records, detections = gallery()
+    lone = QueryRecord("g3", A, 2, camera=2)  # unscorable: pid 2 is nowhere else
+    second = QueryRecord("g1", A, 1, camera=1)
+    per_query: list[dict] = []
+    result = evaluate_prw(
+        records,
+        detections,
+        [QUERY, lone, second],
+        torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]),
+        per_query=per_query,
+    )
+    assert [(q["query"], q["image"], q["pid"]) for q in per_query] == [(0, "g0", 1), (2, "g1", 1)]
+    assert per_query[0]["ap"] == pytest.approx(7 / 12) and per_query[0]["top1"] is False
+    # From g1: g0 1.0 TP, g3 .9 FP, g2 .8 TP, g4 .1 FP -> AP = (1 + 2/3) / 2 = 5/6, top-1 hits.
+    assert per_query[1]["ap"] == pytest.approx(5 / 6) and per_query[1]["top1"] is True
+    assert result["mAP"] == pytest.approx(np.mean([q["ap"] for q in per_query]))
+    assert result["top1"] == pytest.approx(np.mean([q["top1"] for q in per_query]))

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fslora.evaluate import main as evaluate_main
@@ -133,6 +134,13 @@ def test_evaluate_cli_writes_every_figure(run, split_root, tmp_path):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["num_queries"] + metrics["num_queries_without_gt"] == 6  # the tiny split's queries
     assert report["gallery_images"] == 12 and report["dataset"] == "synthps"
+    per_query = report["per_query"]
+    assert len(per_query) == metrics["num_queries"]
+    assert np.mean([q["ap"] for q in per_query]) == pytest.approx(metrics["mAP"])
+    # the report is a valid input of the paired comparison: against itself every difference is zero
+    compared = run_cli("fslora.compare", str(out), str(out), "--resamples", "200")
+    assert compared.returncode == 0, compared.stderr
+    assert "+0.00 [ +0.00,  +0.00]" in compared.stdout
 
 
 def test_evaluate_exits_2_for_missing_or_misfit_inputs(run, split_root, tmp_path, capsys):

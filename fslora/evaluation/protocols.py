@@ -160,9 +160,14 @@ def evaluate_search(
     iou_threshold: float = 0.5,
     small_box_rule: bool = True,
     topk: Sequence[int] = DEFAULT_TOPK,
+    per_query: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
     """Search mAP / top-k and detection AP / recall; the protocols differ only in `gallery_rule`
-    (default: every gallery image except the query's own frame)."""
+    (default: every gallery image except the query's own frame).
+
+    `per_query`, when given, receives one entry per scored query (``query`` index, ``image``, ``pid``,
+    ``ap``, ``top{k}``): what a paired comparison of two models on the same queries needs
+    (`fslora.evaluation.compare`)."""
     q_emb = _numpy(query_embeddings)
     if q_emb.ndim != 2 or q_emb.shape[0] != len(queries):
         raise ValueError(f"query_embeddings must be ({len(queries)}, D); got {q_emb.shape}")
@@ -189,6 +194,9 @@ def evaluate_search(
         aps.append(ranking.ap)
         for k in topk:
             hits[k].append(ranking.top_k(k))
+        if per_query is not None:
+            entry = {"query": qi, "image": query.image_path, "pid": query.pid, "ap": ranking.ap}
+            per_query.append(entry | {f"top{k}": hits[k][-1] for k in topk})
     det_ap, det_recall = gallery.detection_scores(iou_threshold)
     result: dict[str, float] = {"mAP": float(np.mean(aps)) if aps else 0.0}
     for k in topk:
