@@ -10,6 +10,9 @@ whose seed training never saw) into ``OUT/<row>/eval.json``. Each step runs in i
 rows at a time with ``--threads`` torch threads each (on a 2-core machine two 1-thread jobs beat one
 2-thread job). Re-running continues: a finished row is not retrained or re-evaluated, an interrupted
 training resumes from its last checkpoint. The table goes to ``OUT/ablation.md`` and ``OUT/ablation.json``.
+Each row's search figures are also compared with the reference row (the baseline when it ran, else the
+first row) by a paired bootstrap over the queries (`fslora.evaluation.compare`): the difference in mAP with
+its 95 % interval, so a win inside the noise reads as one.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from fslora.evaluation.compare import as_dict, compare_reports
 
 ROWS: dict[str, tuple[str, str]] = {
     # row -> (SLM, FLM) as the paper's table marks them; "baseline" has no adapter at all
@@ -105,26 +110,65 @@ def run_row(row: str, args: argparse.Namespace) -> dict[str, Any]:
         "params_total": int(match[0]) if match else None,
         "params_trainable": int(match[1]) if match else None,
         "eval_split": report["split"],
+        "eval_json": str(eval_json),
         "metrics": report["metrics"],
         "seconds_this_call": round(time.perf_counter() - start, 1),
     }
 
 
-def format_markdown(results: Sequence[dict[str, Any]], eval_root: Path) -> str:
-    lines = [
-        f"SynthPS ablation, evaluated on `{eval_root}` (a seed training never saw).",
-        "",
-        "| row | SLM | FLM | trainable params | mAP | top-1 | top-5 | det AP | det recall |",
-        "|---|:-:|:-:|--:|--:|--:|--:|--:|--:|",
-    ]
+def add_paired_comparisons(results: list[dict[str, Any]]) -> str | None:
+    """Give every row ``vs_reference``: its paired bootstrap against the reference row (the baseline if
+    it ran, else the first row); returns the reference row's name (None when nothing could be paired)."""
+    if not results:
+        return None
+    reference = next((r for r in results if r["row"] == "baseline"), results[0])
+    try:
+        ref_report = json.loads(Path(reference["eval_json"]).read_text())
+    except (KeyError, OSError, json.JSONDecodeError):
+        return None
+    if "per_query" not in ref_report:
+        return None
+    for r in results:
+        if r is reference:
+            continue
+        try:
+            report = json.loads(Path(r["eval_json"]).read_text())
+            paired = compare_reports(report, ref_report, names=(r["row"], reference["row"]))
+        except (KeyError, OSError, ValueError) as e:  # an old report without per-query figures
+            r["vs_reference"] = {"error": str(e)}
+            continue
+        r["vs_reference"] = {"row": reference["row"], **{p.metric: as_dict(p) for p in paired}}
+    return reference["row"]
+
+
+def _paired_cell(r: dict[str, Any], reference: str | None) -> str:
+    if r["row"] == reference:
+        return "(reference)"
+    paired = r.get("vs_reference", {}).get("mAP")
+    if paired is None:
+        return "-"
+    low, high, mark = 100 * paired["ci_low"], 100 * paired["ci_high"], " *" if paired["significant"] else ""
+    return f"{100 * paired['difference']:+.1f} [{low:+.1f}, {high:+.1f}]{mark}"
+
+
+def format_markdown(results: Sequence[dict[str, Any]], eval_root: Path, reference: str | None = None) -> str:
+    header = "| row | SLM | FLM | trainable params | mAP | top-1 | top-5 | det AP | det recall |"
+    rule = "|---|:-:|:-:|--:|--:|--:|--:|--:|--:|"
+    if reference is not None:
+        header += f" mAP - {reference} [95 % CI] |"
+        rule += "--:|"
+    lines = [f"SynthPS ablation, evaluated on `{eval_root}` (a seed training never saw).", "", header, rule]
     for r in results:
         m = r["metrics"]
         trainable = f"{r['params_trainable']:,}" if r["params_trainable"] is not None else "?"
-        lines.append(
+        line = (
             f"| {r['title']} | {r['slm']} | {r['flm']} | {trainable} | {100 * m['mAP']:.1f} | "
             f"{100 * m['top1']:.1f} | {100 * m['top5']:.1f} | {100 * m['det_ap']:.1f} | "
             f"{100 * m['det_recall']:.1f} |"
         )
+        lines.append(line + (f" {_paired_cell(r, reference)} |" if reference is not None else ""))
+    if reference is not None:
+        lines += ["", "Paired bootstrap over the queries (10,000 resamples); * = the interval excludes 0."]
     return "\n".join(lines) + "\n"
 
 
@@ -164,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: row {row}: {e}", file=sys.stderr)
     results.sort(key=lambda r: list(ROWS).index(r["row"]))  # the paper's row order, whatever ran first
     args.out.mkdir(parents=True, exist_ok=True)
-    table = format_markdown(results, args.eval_root)
+    reference = add_paired_comparisons(results)
+    table = format_markdown(results, args.eval_root, reference)
     (args.out / "ablation.md").write_text(table)
     (args.out / "ablation.json").write_text(json.dumps(results, indent=2) + "\n")
     print(table)

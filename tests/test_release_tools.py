@@ -61,6 +61,13 @@ def test_ablation_trains_evaluates_and_tabulates_every_row(ablation):
     table = (ablation / "ablation.md").read_text()
     assert "| LoRA (one per task) |" in table and "| FSLoRA (SLM + FLM) | x | x |" in table
     assert f"{100 * fslora['metrics']['mAP']:.1f}" in table
+    # without a baseline row the first row is the reference of the paired comparison
+    paired = fslora["vs_reference"]
+    assert paired["row"] == "lora" and "vs_reference" not in lora
+    assert paired["mAP"]["difference"] == pytest.approx(fslora["metrics"]["mAP"] - lora["metrics"]["mAP"])
+    assert paired["mAP"]["ci_low"] <= paired["mAP"]["difference"] <= paired["mAP"]["ci_high"]
+    assert paired["top1"]["difference"] == pytest.approx(fslora["metrics"]["top1"] - lora["metrics"]["top1"])
+    assert "mAP - lora [95 % CI]" in table and "| (reference) |" in table
 
 
 def test_ablation_rerun_reuses_finished_rows(ablation, split_root):
