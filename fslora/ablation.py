@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from fslora.evaluation.compare import as_dict, compare_reports
+from fslora.evaluation.compare import DEFAULT_RESAMPLES, as_dict, compare_reports
 
 ROWS: dict[str, tuple[str, str]] = {
     # row -> (SLM, FLM) as the paper's table marks them; "baseline" has no adapter at all
@@ -168,7 +168,8 @@ def format_markdown(results: Sequence[dict[str, Any]], eval_root: Path, referenc
         )
         lines.append(line + (f" {_paired_cell(r, reference)} |" if reference is not None else ""))
     if reference is not None:
-        lines += ["", "Paired bootstrap over the queries (10,000 resamples); * = the interval excludes 0."]
+        resamples = f"{DEFAULT_RESAMPLES:,} resamples"
+        lines += ["", f"Paired bootstrap over the queries ({resamples}); * = the interval excludes 0."]
     return "\n".join(lines) + "\n"
 
 

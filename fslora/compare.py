@@ -15,14 +15,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fslora.evaluation.compare import PairedDifference, as_dict, compare_reports, load_report
+from fslora.evaluation.compare import (
+    DEFAULT_RESAMPLES,
+    PairedDifference,
+    as_dict,
+    compare_reports,
+    load_report,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fslora.compare", description=__doc__.splitlines()[0])
     p.add_argument("a", type=Path, help="evaluation report of model A (fslora.evaluate --json)")
     p.add_argument("b", type=Path, help="evaluation report of model B, same split and queries")
-    p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (10000)")
+    p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
     p.add_argument("--json", type=Path, default=None, help="also write the comparison here")
     return p

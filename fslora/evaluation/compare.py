@@ -17,9 +17,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PairedDifference", "as_dict", "compare_reports", "load_report", "paired_bootstrap"]
+__all__ = [
+    "DEFAULT_RESAMPLES",
+    "PairedDifference",
+    "as_dict",
+    "compare_reports",
+    "load_report",
+    "paired_bootstrap",
+]
 
 FIGURES = {"ap": "mAP", "top1": "top1", "top5": "top5", "top10": "top10"}  # per-query key -> metric name
+DEFAULT_RESAMPLES = 10_000
 _CHUNK = 1000  # resamples drawn at a time (bounds memory to _CHUNK x queries indices)
 
 
@@ -47,7 +55,7 @@ def paired_bootstrap(
     b: Sequence[float] | np.ndarray,
     metric: str = "mAP",
     *,
-    resamples: int = 10_000,
+    resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     level: float = 0.95,
 ) -> PairedDifference:
@@ -114,7 +122,7 @@ def compare_reports(
     report_a: dict[str, Any],
     report_b: dict[str, Any],
     *,
-    resamples: int = 10_000,
+    resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     names: tuple[str, str] = ("A", "B"),
 ) -> list[PairedDifference]:
