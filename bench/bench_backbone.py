@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import json
 import platform
 import statistics
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a plain checkout
 from timing import time_interleaved  # noqa: E402  (bench/ is the script's folder)
 
-from fslora.adapters import count_parameters  # noqa: E402
+from fslora.adapters import count_parameters, forward_streams, inject_backbone  # noqa: E402
 from fslora.backbones import VMamba, VMambaConfig  # noqa: E402
 from fslora.models import PersonSearchConfig  # noqa: E402
 from fslora.utils.cpu_memory import keep_freed_memory  # noqa: E402
@@ -105,7 +106,7 @@ def main() -> None:
         fslora = dataclasses.replace(fslora, r=args.rank, alpha=float(args.rank), rank_pattern={})
     if args.flm is not None:
         fslora = dataclasses.replace(fslora, flm=args.flm)
-    adapted = copy.deepcopy(model).inject_fslora(fslora).to(args.device)
+    adapted = inject_backbone(copy.deepcopy(model), fslora).to(args.device)
     x = torch.randn(args.batch, 3, *args.size, device=args.device)
 
     def run(fn: Callable[[Tensor], Any]) -> Callable[[], None]:
@@ -119,8 +120,8 @@ def main() -> None:
 
     calls = {
         "single": run(model.forward_features),
-        "dual": run(model.forward_streams),
-        "dual_fslora": run(adapted.forward_streams),
+        "dual": run(functools.partial(forward_streams, model)),
+        "dual_fslora": run(functools.partial(forward_streams, adapted)),
     }
     runs = time_calls(calls, args.warmup, args.repeats, args.batch)
 

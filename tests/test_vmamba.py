@@ -11,7 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from fslora.adapters import FSLoRAConfig, FSLoRALayer, fslora_layers, inject_fslora
+from fslora.adapters import (
+    FSLoRAConfig,
+    FSLoRALayer,
+    adapter_targets,
+    forward_streams,
+    fslora_layers,
+    inject_backbone,
+    inject_fslora,
+    run_stage,
+)
 from fslora.backbones import LayerNorm2d, Linear2d, VMamba, VMambaConfig, cross_merge, cross_scan
 
 ADAPTERS = FSLoRAConfig(r=4, cutoffs=(0.3, 0.4), cutoff_mode="relative")
@@ -180,12 +189,12 @@ def test_run_stage_chains_to_forward_features() -> None:
     x = images()
     with torch.no_grad():
         expected = model.forward_features(x)
-        h = model.patch_embed(x)
+        h = model.stem(x)
         for i in range(4):
-            torch.testing.assert_close(model.run_stage(i, h), expected[i])
-            h = model.run_stage(i, h, norm=False)
+            torch.testing.assert_close(run_stage(model, i, h), expected[i])
+            h = run_stage(model, i, h, output=False)
     with pytest.raises(ValueError, match="index"):
-        model.run_stage(4, h)
+        run_stage(model, 4, h)
 
 
 @pytest.mark.parametrize("split", [0, 2])
@@ -194,10 +203,10 @@ def test_fresh_adapters_keep_features_and_perturbing_one_task_changes_only_it(sp
     x = images()
     with torch.no_grad():
         plain = model.forward_features(x)
-        plain_streams = model.forward_streams(x)  # dual streams without adapters
-    model.inject_fslora(ADAPTERS)
+        plain_streams = forward_streams(model, x)  # dual streams without adapters
+    inject_backbone(model, ADAPTERS)
     with torch.no_grad():
-        streams = model.forward_streams(x)
+        streams = forward_streams(model, x)
     for task in ("det", "reid"):
         for ours, ref in zip(streams[task], plain, strict=True):
             torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
@@ -207,7 +216,7 @@ def test_fresh_adapters_keep_features_and_perturbing_one_task_changes_only_it(sp
     with torch.no_grad():  # make the det experts of the first adapted block non-zero
         layer = model.layers[split].blocks[0].mlp.fc2
         nn.init.normal_(layer.adapters["det"].lora_B.experts.weight, std=0.5)
-        streams = model.forward_streams(x)
+        streams = forward_streams(model, x)
     for i in range(4):
         torch.testing.assert_close(streams["reid"][i], plain[i], rtol=1e-5, atol=1e-5)
         det_changed = not torch.allclose(streams["det"][i], plain[i], rtol=1e-4, atol=1e-4)
@@ -215,40 +224,40 @@ def test_fresh_adapters_keep_features_and_perturbing_one_task_changes_only_it(sp
 
 
 def test_forward_streams_stage_subset_and_single_task() -> None:
-    model = nano(split_from_stage=1).inject_fslora(ADAPTERS)
+    model = inject_backbone(nano(split_from_stage=1), ADAPTERS)
     x = images()
     with torch.no_grad():
-        out = model.forward_streams(x, tasks=("reid",), stages=(1, 2))
-        full = model.forward_streams(x)
+        out = forward_streams(model, x, tasks=("reid",), stages=(1, 2))
+        full = forward_streams(model, x)
     assert list(out) == ["reid"] and [f.shape[1] for f in out["reid"]] == [64, 128]
     torch.testing.assert_close(out["reid"][1], full["reid"][2], rtol=1e-5, atol=1e-5)
     # the task context is restored afterwards
     assert all(layer.active_tasks == ("det", "reid") for layer in fslora_layers(model).values())
     with pytest.raises(ValueError, match="stages"):
-        model.forward_streams(x, stages=(2, 1))
+        forward_streams(model, x, stages=(2, 1))
     with pytest.raises(ValueError, match="tasks"):
-        model.forward_streams(x, tasks=())
+        forward_streams(model, x, tasks=())
     # adapters placed before the split by hand would see an unstacked batch: refused
     early = inject_fslora(nano(split_from_stage=1), FSLoRAConfig(r=2, flm=False, target_modules=["mlp.fc1"]))
     with pytest.raises(ValueError, match=r"split_from_stage=1 \(layers\.0\."):
-        early.forward_streams(x)
+        forward_streams(early, x)
 
 
 def test_run_stage_as_box_head_on_stacked_batch() -> None:
-    model = nano().inject_fslora(ADAPTERS)
+    model = inject_backbone(nano(), ADAPTERS)
     with torch.no_grad():
         nn.init.normal_(model.layers[3].blocks[0].op.in_proj.adapters["reid"].lora_B.experts.weight)
         rois = torch.randn(3, 128, 14, 14)  # stage-2 RoI features, shared by both tasks
         stacked = torch.cat([rois, rois])
-        out = model.run_stage(3, stacked)
-        det_only = model.run_stage(3, rois, tasks=("det",))
+        out = run_stage(model, 3, stacked)
+        det_only = run_stage(model, 3, rois, tasks=("det",))
     assert out.shape == (6, 256, 7, 7)
     torch.testing.assert_close(out[:3], det_only, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(out[3:], out[:3], atol=1e-4)
 
 
 def test_inject_targets_only_split_stages_and_trains_only_adapters() -> None:
-    model = nano(split_from_stage=1).inject_fslora(ADAPTERS)
+    model = inject_backbone(nano(split_from_stage=1), ADAPTERS)
     layers = fslora_layers(model)
     assert len(layers) == 4 * (1 + 2 + 1)  # four linears per block in stages 1-3
     assert all(not name.startswith("layers.0.") for name in layers)
@@ -256,7 +265,7 @@ def test_inject_targets_only_split_stages_and_trains_only_adapters() -> None:
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(".adapters." in name for name in trainable)
 
-    streams = model.forward_streams(images(1, 32, 32))
+    streams = forward_streams(model, images(1, 32, 32))
     (streams["det"][3].square().mean() + streams["reid"][3].square().mean()).backward()
     adapter_a = model.layers[1].blocks[0].mlp.fc1.adapters["det"].lora_A.weight
     assert adapter_a.grad is None or adapter_a.grad.abs().sum() == 0  # experts are zero at init
@@ -267,12 +276,13 @@ def test_inject_targets_only_split_stages_and_trains_only_adapters() -> None:
 
 
 def test_inject_subset_and_no_match() -> None:
-    model = nano(split_from_stage=3).inject_fslora(FSLoRAConfig(r=2, flm=False, target_modules=["mlp.fc2"]))
+    only_fc2 = FSLoRAConfig(r=2, flm=False, target_modules=["mlp.fc2"])
+    model = inject_backbone(nano(split_from_stage=3), only_fc2)
     assert list(fslora_layers(model)) == ["layers.3.blocks.0.mlp.fc2"]
-    regex = nano().adapter_targets(r"layers\.2\..*op\.(in|out)_proj")
+    regex = adapter_targets(nano(), r"layers\.2\..*op\.(in|out)_proj")
     assert regex == [f"layers.2.blocks.{j}.op.{p}_proj" for j in range(2) for p in ("in", "out")]
     with pytest.raises(ValueError, match="target_modules"):
-        nano().inject_fslora(FSLoRAConfig(target_modules=["x_proj"]))
+        inject_backbone(nano(), FSLoRAConfig(target_modules=["x_proj"]))
 
 
 def test_shipped_backbone_configs_load() -> None:

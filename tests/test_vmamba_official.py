@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fslora.adapters import FSLoRAConfig
+from fslora.adapters import FSLoRAConfig, forward_streams, inject_backbone
 from fslora.backbones import VMamba, VMambaConfig, load_official_vmamba
 
 # the shared reference folder sits next to the repository; FSLORA_REFERENCE_DIR points elsewhere
@@ -179,13 +179,13 @@ def test_loads_under_fslora_and_keeps_official_outputs() -> None:
     """Official keys land in the adapters' base layers; fresh adapters leave the outputs unchanged."""
     tensors = load_file(REFERENCE / "vmamba_micro2_fixture.safetensors")
     model = VMamba(VMambaConfig.preset("micro2", num_classes=10)).eval()
-    model.inject_fslora(FSLoRAConfig(r=4, cutoffs=(0.3, 0.4), cutoff_mode="relative", tasks=("det",)))
+    inject_backbone(model, FSLoRAConfig(r=4, cutoffs=(0.3, 0.4), cutoff_mode="relative", tasks=("det",)))
     assert load_official_vmamba(model, official_state(tensors)) == ([], [])
     in_proj = model.layers[0].blocks[0].op.in_proj
     assert torch.equal(in_proj.base_layer.weight, tensors["weights.layers.0.blocks.0.op.in_proj.weight"])
     # our own state dict (adapters included) loads back through the early return
     assert load_official_vmamba(model, model.state_dict()) == ([], [])
     with torch.no_grad():
-        features = model.forward_streams(tensors["inputs.x2"], tasks=("det",))["det"]
+        features = forward_streams(model, tensors["inputs.x2"], tasks=("det",))["det"]
     for i, feat in enumerate(features):
         assert_close_rel(feat, tensors[f"outputs.backbone_x2_{i}"], 1e-5, f"stage {i}")

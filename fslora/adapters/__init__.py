@@ -6,6 +6,7 @@
 """
 
 from .adapter import BranchOutput, FSLoRAAdapter
+from .backbone import adapter_targets, forward_streams, inject_backbone, run_stage
 from .config import FSLoRAConfig
 from .frequency import FrequencyModule, frequency_masks, frequency_radius
 from .inject import find_targets, fslora_layers, inject_fslora, matches_target
@@ -32,19 +33,23 @@ __all__ = [
     "RoutingRecorder",
     "SpatialModule",
     "active_tasks",
+    "adapter_targets",
     "adapter_state_dict",
     "capture_routing",
     "count_parameters",
     "find_targets",
+    "forward_streams",
     "frequency_masks",
     "frequency_radius",
     "fslora_layers",
+    "inject_backbone",
     "inject_fslora",
     "load_adapter_config",
     "load_adapter_state_dict",
     "load_adapters",
     "matches_target",
     "merge_streams",
+    "run_stage",
     "save_adapters",
     "set_active_tasks",
     "split_streams",

@@ -15,9 +15,9 @@ and both reversed with direction-major parameters, merge by sum, out_norm before
 ``delta = softplus(dt + dt_bias)``, ``A = -exp(A_logs)``, per-channel D skip, B and C shared by the
 channels of one direction.
 
-Dual task streams (DESIGN.md section 3): the stem and the stages before ``split_from_stage`` run once;
-from that stage on the batch holds one copy per task, stacked along dim 0, so every frozen op runs once on
-the stacked batch while each FSLoRA layer adds the adapter of its chunk's task.
+VMamba implements `fslora.backbones.base.Backbone` and knows nothing of adapters: FSLoRA injection and
+the dual task streams are `fslora.adapters.inject_backbone` / `forward_streams` (DESIGN.md section 3).
+``split_from_stage`` stays in this config (checkpoints carry it there).
 """
 
 from __future__ import annotations
@@ -26,25 +26,16 @@ import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import yaml
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
-from fslora.adapters import (
-    FSLoRAConfig,
-    active_tasks,
-    fslora_layers,
-    inject_fslora,
-    matches_target,
-    split_streams,
-    stack_streams,
-)
+from fslora.backbones.base import Backbone
 from fslora.backbones.layers import LayerNorm2d, Linear2d
 from fslora.backbones.official import load_official_vmamba
 from fslora.ops import BACKENDS, selective_scan
@@ -81,6 +72,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 @dataclass
 class VMambaConfig:
     """Architecture and runtime options of :class:`VMamba`."""
+
+    family: ClassVar[str] = "vmamba"
 
     dims: int | Sequence[int] = 96
     """Base width C (stages get C, 2C, 4C, 8C) or the four stage widths; stored as a 4-tuple."""
@@ -339,11 +332,11 @@ class VSSStage(nn.Module):
 # Model
 
 
-class VMamba(nn.Module):
+class VMamba(Backbone):
     """Channel-first VMamba v2 with per-stage output norms, an optional classifier and dual task streams.
 
     ``forward(x)`` gives logits (needs ``num_classes > 0``); ``forward_features(x)`` the four stage maps
-    (NCHW, strides 4/8/16/32, after ``outnorm{i}``); ``forward_streams`` the same per task.
+    (NCHW, strides 4/8/16/32, after ``outnorm{i}``).
     """
 
     def __init__(self, config: VMambaConfig | None = None):
@@ -414,103 +407,39 @@ class VMamba(nn.Module):
             )
         return x
 
-    # -- dual task streams -----------------------------------------------------------------------------
+    # -- Backbone interface (fslora.backbones.base): stages for the generic FSLoRA streams ---------------
 
-    def forward_streams(
-        self, x: Tensor, tasks: Sequence[str] = ("det", "reid"), stages: Sequence[int] = (0, 1, 2, 3)
-    ) -> dict[str, list[Tensor]]:
-        """Run one stream per task; returns ``{task: [map of each requested stage]}`` (after outnorm).
+    @property
+    def strides(self) -> list[int]:
+        return [4 * 2**i for i in range(NUM_STAGES)]
 
-        The stem and stages before ``split_from_stage`` run once and are shared by every task. From that
-        stage on the batch is stacked ``len(tasks)`` times (chunk i = ``tasks[i]``) and every FSLoRA layer
-        applies the adapter of its chunk's task. ``stages`` must be increasing; later stages are skipped.
-        """
-        tasks, stages = tuple(tasks), tuple(stages)
-        if not tasks or len(set(tasks)) != len(tasks):
-            raise ValueError(f"forward_streams: tasks must be distinct and non-empty, got {tasks!r}")
-        if not stages or list(stages) != sorted(set(stages)) or not 0 <= stages[0] <= stages[-1] < 4:
-            raise ValueError(f"forward_streams: stages must be increasing indices in [0, 3], got {stages!r}")
-        split = self.config.split_from_stage
-        early = [
-            n for n in fslora_layers(self) if not n.startswith("layers.") or int(n.split(".")[1]) < split
-        ]
-        if early:  # they would see an unstacked batch and silently treat its halves as two tasks
-            raise ValueError(
-                f"forward_streams: FSLoRA layers before split_from_stage={split} ({early[0]}, ...); "
-                "inject with VMamba.inject_fslora"
-            )
-        outputs: dict[str, list[Tensor]] = {task: [] for task in tasks}
-        x = self.patch_embed(self._check_input(x))
-        stacked = False
-        with self._tasks_context(tasks):
-            for i in range(stages[-1] + 1):
-                if i > 0:
-                    x = self.layers[i - 1].downsample(x)
-                if i == split:
-                    x, stacked = stack_streams(x, len(tasks)), True
-                x = self.layers[i].blocks(x)
-                if i in stages:
-                    y = self.outnorm(i)(x)
-                    chunks = split_streams(y, len(tasks)) if stacked else [y] * len(tasks)
-                    for task, chunk in zip(tasks, chunks, strict=True):
-                        outputs[task].append(chunk)
-        return outputs
+    @property
+    def split_from_stage(self) -> int:
+        return self.config.split_from_stage
 
-    def run_stage(
-        self, index: int, x: Tensor, *, norm: bool = True, tasks: Sequence[str] | None = None
-    ) -> Tensor:
-        """Run stage ``index`` alone: the downsample before it (index > 0), its blocks, then outnorm.
+    def stem(self, x: Tensor) -> Tensor:
+        return self.patch_embed(self._check_input(x))
 
-        ``x`` is an already stacked batch (one chunk per active task of the adapters, by default their
-        ``config.tasks``; pass ``tasks`` to set them for this call). The person-search head runs
-        ``run_stage(3, roi_feats)`` as its box head. With ``norm=False`` the raw blocks output is returned,
-        which is what the next stage's downsample takes in :meth:`forward_features`.
-        """
-        if not 0 <= index < NUM_STAGES:
-            raise ValueError(f"run_stage: index must be in [0, {NUM_STAGES - 1}], got {index}")
-        with self._tasks_context(tasks):
-            if index > 0:
-                x = self.layers[index - 1].downsample(x)
-            x = self.layers[index].blocks(x)
-        return self.outnorm(index)(x) if norm else x
+    def stage(self, index: int, x: Tensor) -> Tensor:
+        """The downsample before stage ``index`` (index > 0), then its blocks (raw, before outnorm)."""
+        self.check_stage(index)
+        if index > 0:
+            x = self.layers[index - 1].downsample(x)
+        return self.layers[index].blocks(x)
 
-    def _tasks_context(self, tasks: Sequence[str] | None) -> Any:
-        """Set the FSLoRA layers' active tasks for a call; nothing to set without adapters."""
-        if tasks is None or not fslora_layers(self):
-            return nullcontext()
-        return active_tasks(self, tuple(tasks))
+    def stage_output(self, index: int, x: Tensor) -> Tensor:
+        return self.outnorm(index)(x)
 
-    # -- FSLoRA ----------------------------------------------------------------------------------------
+    def stage_of(self, name: str) -> int | None:
+        """``layers.i.blocks...`` is stage i; ``layers.i.downsample`` runs at the start of stage i + 1."""
+        parts = name.split(".")
+        if len(parts) < 3 or parts[0] != "layers":
+            return None
+        stage = int(parts[1]) + (parts[2] == "downsample")
+        return stage if stage < NUM_STAGES else None
 
-    def inject_fslora(self, config: FSLoRAConfig) -> VMamba:
-        """Add FSLoRA adapters to the VSS-block linears of stages >= split_from_stage; freeze the rest.
-
-        ``config.target_modules`` selects among the linears inside VSS blocks (a list: exact names or
-        dotted suffixes; a str: a full regex on the qualified name). The adapters library receives the
-        resolved exact names, so stages that run before the split never get adapters (they would see an
-        unstacked batch). Afterwards only adapter parameters are trainable.
-        """
-        targets = self.adapter_targets(config.target_modules)
-        if not targets:
-            raise ValueError(
-                f"FSLoRAConfig.target_modules={config.target_modules!r} matches no linear layer in the VSS "
-                f"blocks of stages >= split_from_stage={self.config.split_from_stage}"
-            )
-        self.requires_grad_(False)
-        inject_fslora(self, dataclasses.replace(config, target_modules=targets))
-        return self
-
-    def adapter_targets(self, target_modules: str | Sequence[str]) -> list[str]:
-        """Qualified names of the VSS-block linears of stages >= split_from_stage matching the targets."""
-        first = self.config.split_from_stage
-        names = []
-        for name, module in self.named_modules():
-            parts = name.split(".")
-            in_block = len(parts) > 4 and parts[0] == "layers" and parts[2] == "blocks"
-            linear = type(module) in (Linear2d, nn.Linear)
-            if in_block and int(parts[1]) >= first and linear and matches_target(name, target_modules):
-                names.append(name)
-        return names
+    def is_adaptable(self, module: nn.Module) -> bool:
+        return type(module) in (Linear2d, nn.Linear)
 
 
 def _linspace(end: float, count: int) -> list[float]:

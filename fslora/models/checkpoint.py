@@ -5,7 +5,11 @@ A checkpoint is a folder (or a Hub model repo) with
 - ``model.safetensors``: the inference weights (no pickle, ever);
 - ``README.md``: a model card (architecture, training data, metrics, parameter counts).
 
-What is saved: every parameter and buffer of the model *except* the OIM lookup table and queue. Those
+What is saved: every parameter and buffer of the model *except* the OIM lookup table and queue, and,
+for a frozen backbone with pinned base weights (MobileNetV2's ImageNet file from an installed package),
+except the backbone's base tensors: config.json names the base file and its sha256, the model rebuilds
+W0 from the package (refusing a file with another sha256), and the checkpoint holds only what was
+trained, as a PEFT adapter names its base model. Those
 are training state tied to one training set's identities (``fslora.models.oim``); training checkpoints
 keep them through ``model.state_dict()``, the published model does not need them, and a model built
 for any ``oim.num_ids`` loads it. Loading is strict otherwise: a missing, unexpected or mis-shaped
@@ -33,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from fslora.adapters import count_parameters
+from fslora.backbones.registry import family_of
 from fslora.models.config import ARCHITECTURE, ARCHITECTURE_VERSION, PersonSearchConfig
 from fslora.models.oim import OIMLoss
 
@@ -60,15 +65,26 @@ def training_state_keys(model: nn.Module) -> set[str]:
     return keys
 
 
+def base_weight_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of a frozen backbone's base tensors that the model rebuilds from pinned weights."""
+    config = getattr(model, "config", None)
+    backbone = getattr(config, "backbone", None)
+    if not getattr(config, "use_adapters", False) or not getattr(backbone, "pretrained", False):
+        return set()
+    return {k for k in model.state_dict() if k.startswith("backbone.") and ".adapters." not in k}
+
+
 def inference_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """The tensors a published checkpoint holds: the state dict minus the training state, on the CPU."""
-    skip = training_state_keys(model)
+    """The tensors a published checkpoint holds: the state dict minus the training state and the pinned
+    base weights, on the CPU."""
+    skip = training_state_keys(model) | base_weight_keys(model)
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in skip}
 
 
 def load_inference_state_dict(model: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
     """Strictly load ``state_dict`` (inference tensors) into ``model``; ValueError naming bad keys."""
-    expected = {k: v for k, v in model.state_dict().items() if k not in training_state_keys(model)}
+    skip = training_state_keys(model) | base_weight_keys(model)
+    expected = {k: v for k, v in model.state_dict().items() if k not in skip}
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     wrong = [
@@ -141,13 +157,12 @@ def model_card(
         f"# {cfg.name}",
         "",
         "One-stage person search (detection + re-identification) with FSLoRA freq-spatial low-rank adapters "
-        'on a VMamba backbone and an NAE-style head (CVPR 2026, "FSLoRA: Harmonizing Detection and '
+        f'on a {family_of(bb)} backbone and an NAE-style head (CVPR 2026, "FSLoRA: Harmonizing Detection and '
         'Re-Identification via Freq-Spatial Low-Rank Adapter for One-Stage Person Search").',
         "",
         "## Architecture",
         "",
-        f"- Backbone: VMamba v2, dims {list(bb.dims)}, depths {list(bb.depths)}, d_state {bb.d_state}, "
-        f"ssm_ratio {bb.ssm_ratio:g}; stages 0-2 as trunk (stride 16), stage 3 as box head",
+        f"- Backbone: {_backbone_line(bb)}; stages 0-2 as trunk (stride 16), stage 3 as box head",
         f"- Adapters: {adapter_line}",
         f"- Head: {cfg.head.upper()} - RPN (anchors {list(cfg.rpn.anchor_sizes)} "
         f"x {list(cfg.rpn.aspect_ratios)}), "
@@ -339,6 +354,18 @@ def push_to_hub(
             repo_type="model",
         )
     return str(getattr(info, "commit_url", info))
+
+
+def _backbone_line(bb: Any) -> str:
+    if family_of(bb) == "vmamba":
+        return (
+            f"VMamba v2, dims {list(bb.dims)}, depths {list(bb.depths)}, d_state {bb.d_state}, "
+            f"ssm_ratio {bb.ssm_ratio:g}"
+        )
+    base = "random init"
+    if bb.pretrained:
+        base = f"ImageNet base weights `{bb.base_weights}` (sha256 {bb.base_sha256}), not stored here"
+    return f"MobileNetV2 (batch norms folded), {base}, split_from_stage {bb.split_from_stage}"
 
 
 def _few(items: list[Any], n: int = 5) -> str:

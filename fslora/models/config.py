@@ -6,13 +6,13 @@ a checkpoint rebuilds exactly the model that produced it. ``architecture_version
 change makes old weights incompatible with the code (renamed/reshaped parameters, different meaning).
 Unknown keys and bad values raise ``ValueError`` naming the field (``rpn.nms_thresh``...).
 
-The backbone section is either a preset name (``backbone: nano``) or a mapping
-``{preset: tiny, drop_path_rate: 0.2}`` / the full field list (what ``to_dict`` writes).
+The backbone section is either a VMamba preset name (``backbone: nano``) or a mapping
+``{preset: tiny, drop_path_rate: 0.2}`` / ``{family: mobilenetv2, split_from_stage: 2}`` / the full field
+list with its ``family`` (what ``to_dict`` writes; without ``family`` it is VMamba).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,12 @@ from typing import Any
 import yaml
 
 from fslora.adapters import FSLoRAConfig
+from fslora.backbones.registry import (
+    BackboneConfig,
+    backbone_config_from_dict,
+    backbone_config_to_dict,
+    family_of,
+)
 from fslora.backbones.vmamba import VMambaConfig
 from fslora.utils.config_dict import config_to_dict, reject_unknown_fields
 
@@ -166,7 +172,8 @@ class PersonSearchConfig:
     """The whole one-stage person-search model: backbone, adapters, head, input handling."""
 
     name: str = "fslora-nae-vmamba-tiny"
-    backbone: VMambaConfig = field(default_factory=lambda: VMambaConfig.preset("tiny"))
+    backbone: BackboneConfig = field(default_factory=lambda: VMambaConfig.preset("tiny"))
+    """A VMamba (default family) or MobileNetV2 config; its ``family`` is written to config.json."""
     use_adapters: bool = True
     """True: frozen backbone + FSLoRA dual streams. False: the NAE baseline, one fine-tuned stream."""
     adapters: FSLoRAConfig = field(default_factory=FSLoRAConfig)
@@ -195,8 +202,7 @@ class PersonSearchConfig:
                 f"architecture_version {self.architecture_version!r} is not supported by this code "
                 f"(expected {ARCHITECTURE_VERSION}); use the fslora release that wrote the checkpoint"
             )
-        if not isinstance(self.backbone, VMambaConfig):
-            raise ValueError(f"backbone must be a VMambaConfig, got {type(self.backbone).__name__}")
+        family_of(self.backbone)  # ValueError naming the accepted configs
         if self.backbone.num_classes != 0:
             raise ValueError(
                 f"backbone.num_classes must be 0 (no classifier), got {self.backbone.num_classes}"
@@ -255,26 +261,14 @@ class PersonSearchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (tuples as lists) that ``from_dict`` turns back into an equal config."""
-        return {"architecture": ARCHITECTURE, **config_to_dict(self, own_to_dict=("adapters",))}
+        d = config_to_dict(self, own_to_dict=("adapters",))
+        d["backbone"] = backbone_config_to_dict(self.backbone)
+        return {"architecture": ARCHITECTURE, **d}
 
 
-def backbone_from_dict(value: Any) -> VMambaConfig:
-    """``"nano"`` or ``{"preset": "tiny", ...overrides}`` or the full field mapping -> VMambaConfig."""
-    if isinstance(value, str):
-        value = {"preset": value}
-    if not isinstance(value, dict):
-        raise ValueError(f"backbone must be a preset name or a mapping, got {value!r}")
-    value = dict(value)
-    preset = value.pop("preset", None)
-    try:
-        base = VMambaConfig.preset(preset) if preset is not None else VMambaConfig()
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"backbone.preset: unknown preset {preset!r} ({e})") from e
-    reject_unknown_fields("backbone", value, VMambaConfig)
-    try:
-        return dataclasses.replace(base, **value)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"backbone: {e}") from e
+def backbone_from_dict(value: Any) -> BackboneConfig:
+    """``"nano"``, ``{"preset": "tiny", ...overrides}`` or ``{"family": "mobilenetv2", ...}`` -> a config."""
+    return backbone_config_from_dict(value)
 
 
 def _section_from_dict(name: str, cls: type, value: Any) -> Any:

@@ -1,7 +1,10 @@
-"""`FSLoRAPersonSearch`: the one-stage person-search model (VMamba trunk + FSLoRA dual streams + a head).
+"""`FSLoRAPersonSearch`: the one-stage person-search model (a backbone trunk + FSLoRA dual streams + a head).
+
+The backbone is any `fslora.backbones.Backbone` family (VMamba, the paper's; MobileNetV2 with ImageNet
+weights, the fast CPU one), chosen by ``config.backbone``; adapters and streams are put on it here.
 
 Pipeline (DESIGN.md §5; stages 0-indexed here, the spec's "stages 1-3" are 0-2):
-images -> `ImageTransform` (resize, ImageNet normalisation, pad) -> VMamba stages 0-2 as two task streams
+images -> `ImageTransform` (resize, ImageNet normalisation, pad) -> backbone stages 0-2 as two task streams
 (det, reid) sharing every frozen weight -> head (`NAEHead`: RPN on det, RoIAlign on both, stage 3 as box
 head, box regression on det, norm-aware embedding + OIM on reid) -> boxes mapped back to input pixels.
 
@@ -27,8 +30,8 @@ from torch import Tensor, nn
 from torchvision.ops import boxes as box_ops
 
 from fslora.adapters import capture_routing as _capture_routing
-from fslora.adapters import count_parameters
-from fslora.backbones.vmamba import VMamba
+from fslora.adapters import count_parameters, forward_streams, inject_backbone, run_stage
+from fslora.backbones.registry import build_backbone
 from fslora.models.config import PersonSearchConfig
 from fslora.models.detections import Detections, Routing
 from fslora.models.heads import STREAMS, NAEHead, PersonSearchHead, TrunkOutput
@@ -57,9 +60,9 @@ class FSLoRAPersonSearch(nn.Module):
         self.config = config = config or PersonSearchConfig()
         t = config.transform
         self.transform = ImageTransform(t.min_size, t.max_size, t.image_mean, t.image_std, t.size_divisible)
-        self.backbone = VMamba(config.backbone)
+        self.backbone = build_backbone(config.backbone)
         if config.use_adapters:
-            self.backbone.inject_fslora(config.adapters)
+            inject_backbone(self.backbone, config.adapters)
         self.head = build_head(config, self.backbone.out_channels)
 
     # -- properties ---------------------------------------------------------------------------------
@@ -203,17 +206,12 @@ class FSLoRAPersonSearch(nn.Module):
         Only backbone calls run under autocast; their outputs come back float32, so the head (anchors,
         box coding, NMS, losses) always works in float32 - bf16 box coordinates would be 8 px coarse.
         """
-        strides = [4 * 2**i for i in TRUNK_STAGES]
+        strides = [self.backbone.strides[i] for i in TRUNK_STAGES]
         with self._autocast():
             if self.config.use_adapters:
-                features = self.backbone.forward_streams(x, tasks=streams, stages=TRUNK_STAGES)
-            else:
-                # One stream: forward_streams needs FSLoRA layers, so walk the stages with the public parts.
-                maps, y = [], self.backbone.patch_embed(x)
-                for i in TRUNK_STAGES:
-                    y = self.backbone.run_stage(i, y, norm=False)
-                    maps.append(self.backbone.outnorm(i)(y))
-                features = dict.fromkeys(STREAMS, maps)
+                features = forward_streams(self.backbone, x, tasks=streams, stages=TRUNK_STAGES)
+            else:  # one stream serves both tasks
+                features = dict.fromkeys(STREAMS, self.backbone.forward_intermediates(x, TRUNK_STAGES))
         features = {s: [f.float() for f in per_stage] for s, per_stage in features.items()}
         shared = not self.config.use_adapters
         return TrunkOutput(features, strides, shared=shared, run_stage=self._run_stage)
@@ -221,7 +219,7 @@ class FSLoRAPersonSearch(nn.Module):
     def _run_stage(self, index: int, x: Tensor, streams: tuple[str, ...]) -> Tensor:
         tasks = streams if self.config.use_adapters else None
         with self._autocast():
-            return self.backbone.run_stage(index, x, tasks=tasks).float()
+            return run_stage(self.backbone, index, x, tasks=tasks).float()
 
     def _autocast(self) -> Any:
         if self.config.autocast_bf16 and self.device.type == "cuda":
