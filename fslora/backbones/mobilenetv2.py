@@ -186,6 +186,14 @@ def _torchvision_names(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return renamed
 
 
+def imagenet_features(base: BaseWeights = IMAGENET_WEIGHTS) -> nn.Sequential:
+    """All of torchvision's ``mobilenet_v2().features`` (the 1280-channel conv included) with the verified
+    ImageNet weights, in eval mode: the plain crop embedder DeepSORT-style trackers use."""
+    features = mobilenet_v2(weights=None).features
+    _load_base_weights(features, base)
+    return features.eval()
+
+
 def _load_base_weights(features: nn.Sequential, base: BaseWeights) -> None:
     """Copy the verified base weights into torchvision's ``features`` (all or nothing).
 
