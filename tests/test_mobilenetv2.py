@@ -197,3 +197,28 @@ def test_checkpoint_stores_only_the_trained_tensors_and_rebuilds_w0(tmp_path: Pa
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="refusing to load a different base"):
         FSLoRAPersonSearch.from_pretrained(folder, device="cpu")
+
+
+def test_init_weights_from_a_published_checkpoint_without_its_base(tmp_path: Path, torch_single_thread):
+    """Stage 2 of a recipe starts from stage 1's published folder, which holds no base tensors."""
+    from fslora.training.checkpoint import init_weights_from
+
+    trained = FSLoRAPersonSearch(person_search_config()).eval()
+    with torch.no_grad():
+        for p in trained.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    folder = trained.save_pretrained(tmp_path / "stage1")
+    fresh = FSLoRAPersonSearch(person_search_config()).eval()
+    summary = init_weights_from(fresh, folder, heads=True)
+    assert "head" in summary
+    img = [np.random.default_rng(2).integers(0, 256, (96, 128, 3), dtype=np.uint8)]
+    a, b = trained.detect(img, score_thresh=0.0)[0], fresh.detect(img, score_thresh=0.0)[0]
+    torch.testing.assert_close(a.embeddings, b.embeddings)
+    bad = dict(load_file(str(folder / "model.safetensors")))
+    bad["backbone.features.99.weight"] = torch.zeros(1)
+    from safetensors.torch import save_file
+
+    save_file(bad, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match="unexpected"):
+        init_weights_from(fresh, tmp_path / "bad.safetensors")

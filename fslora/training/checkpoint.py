@@ -30,7 +30,8 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from fslora.backbones.official import load_official_vmamba
-from fslora.models.checkpoint import training_state_keys
+from fslora.backbones.vmamba import VMamba
+from fslora.models.checkpoint import base_weight_keys, training_state_keys
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +197,15 @@ def init_weights_from(model: nn.Module, source: str | Path, *, heads: bool = Fal
     if not has_prefix:
         backbone_state = state  # a bare VMamba state dict (official ImageNet or our backbone alone)
     backbone = model.get_submodule("backbone")
-    missing, unexpected = load_official_vmamba(backbone, backbone_state)
+    if isinstance(backbone, VMamba):
+        missing, unexpected = load_official_vmamba(backbone, backbone_state)
+    else:  # other families load by our own names; a pinned base (not stored in checkpoints) may be absent
+        base = {k[len("backbone.") :] for k in base_weight_keys(model)}
+        own = backbone.state_dict()
+        missing = sorted(k for k in own if k not in backbone_state and k not in base)
+        unexpected = sorted(k for k in backbone_state if k not in own)
+        if not missing and not unexpected:
+            backbone.load_state_dict(backbone_state, strict=False)  # exact match checked, minus the base
     if missing or unexpected:
         raise ValueError(
             f"init_backbone_from {source}: backbone keys do not match: missing {missing[:5]} "
