@@ -25,7 +25,7 @@ import yaml
 from fslora.models.config import PersonSearchConfig
 from fslora.utils.config_dict import config_to_dict, reject_unknown_fields
 
-DATASETS = ("synthps", "cuhk-sysu", "prw", "posetrack21")
+DATASETS = ("synthps", "cuhk-sysu", "prw", "posetrack21", "real-footage")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """Model-config paths that are not found from the working directory are looked up here."""
 
@@ -35,7 +35,7 @@ class DataConfig:
     """Which dataset, where, and how training images are loaded."""
 
     dataset: str = "synthps"
-    """One of synthps, cuhk-sysu, prw, posetrack21."""
+    """One of synthps, cuhk-sysu, prw, posetrack21, real-footage (`fslora.data.real_footage`)."""
     root: str = "data/synthps-standard"
     """The dataset folder (its loader's layout)."""
     gallery_size: int = 100

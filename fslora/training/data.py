@@ -24,6 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from fslora.data.records import UNLABELLED, ImageRecord, PersonSearchSplit
+from fslora.training.config import DATASETS
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,11 @@ def load_dataset(
         from fslora.data import load_posetrack21
 
         return load_posetrack21(root)
-    raise ValueError(f"unknown dataset {name!r}; choose one of synthps, cuhk-sysu, prw, posetrack21")
+    if name == "real-footage":
+        from fslora.data.real_footage import load_real_footage
+
+        return load_real_footage(root)
+    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 
 def _require_dir(root: Path, name: str) -> None:
