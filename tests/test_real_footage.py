@@ -67,3 +67,16 @@ def test_a_missing_split_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "annotations.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_real_footage(tmp_path)
+
+
+def test_fixed_objects_the_teacher_takes_for_people_are_dropped() -> None:
+    from fslora.data.real_footage import PseudoLabelConfig, drop_static_boxes
+
+    sign = [30.0, 100.0, 45.0, 140.0]
+    frames = [np.array([sign, [10.0 + 5 * t, 200.0, 40.0 + 5 * t, 290.0]], np.float32) for t in range(6)]
+    frames[3] = frames[3][1:]  # the teacher missed the sign once
+    kept = drop_static_boxes(frames, [0, 40, 80, 120, 160, 200], PseudoLabelConfig(static_gap=50))
+    assert all(len(k) == 1 and k[0][1] == 200.0 for k in kept)  # only the walker is left in every frame
+    # with frames too close in time to tell, nothing is dropped
+    near = drop_static_boxes(frames, [0, 2, 4, 6, 8, 10], PseudoLabelConfig(static_gap=50))
+    assert [len(k) for k in near] == [len(f) for f in frames]

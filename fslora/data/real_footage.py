@@ -27,6 +27,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+from torchvision.ops import box_iou
 from tqdm import tqdm
 
 from fslora.data.records import UNLABELLED, ImageRecord, PersonBox, PersonSearchSplit
@@ -45,6 +47,11 @@ class PseudoLabelConfig:
     score_thresh: float = 0.4
     min_height: float = 24.0
     """Teacher boxes shorter than this (px) are dropped: too small to teach re-id, often false."""
+    static_iou: float = 0.8
+    static_gap: int = 50
+    """A box found again (IoU >= ``static_iou``) in two or more frames at least ``static_gap`` frames away
+    is a fixed object the teacher mistakes for a person (a sign, a rock): walking people never return to
+    the same box. Dropped; so is a person who stands still that long (none in the footage used)."""
 
 
 def load_real_footage(root: str | Path) -> PersonSearchSplit:
@@ -135,6 +142,7 @@ def pseudo_label_video(
         boxes_per_frame.append(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
     if not sampled:
         raise ValueError(f"{video} has no frames in [{start}, {stop})")
+    boxes_per_frame = drop_static_boxes(boxes_per_frame, [f[3] for f in sampled], labels)
     ids = link_tracklets(boxes_per_frame, tracks)
     return [
         ImageRecord(
@@ -144,6 +152,26 @@ def pseudo_label_video(
         )
         for (rel, w, h, index), bx, ki in zip(sampled, boxes_per_frame, ids, strict=True)
     ]
+
+
+def drop_static_boxes(
+    boxes_per_frame: Sequence[np.ndarray], frame_numbers: Sequence[int], labels: PseudoLabelConfig
+) -> list[np.ndarray]:
+    """The boxes without those of fixed objects (see `PseudoLabelConfig.static_gap`)."""
+    frame_numbers = np.asarray(frame_numbers)
+    out = []
+    for t, boxes in enumerate(boxes_per_frame):
+        far = np.where(np.abs(frame_numbers - frame_numbers[t]) >= labels.static_gap)[0]
+        others = [boxes_per_frame[u] for u in far if len(boxes_per_frame[u])]
+        if not len(boxes) or not others:
+            out.append(boxes)
+            continue
+        recurrences = np.zeros(len(boxes), np.int64)
+        for other in others:
+            iou = box_iou(torch.from_numpy(boxes), torch.from_numpy(other)).numpy()
+            recurrences += (iou.max(axis=1) >= labels.static_iou).astype(np.int64)
+        out.append(boxes[recurrences < 2])
+    return out
 
 
 def build_split(
