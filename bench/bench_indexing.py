@@ -14,9 +14,14 @@ machine wall times swing by tens of percent, so the CPU seconds of both modes ar
 The model is a random nano model (configs/models/nano.yaml, so the real input size and proposal counts)
 unless `--model` names a checkpoint; it runs on the CPU unless `--device` says otherwise.
 
+With `--baseline CHECKPOINT`, that model indexes the same clip end to end in the same loop (runs
+alternate), and `speedup_vs_baseline` = end-to-end frames/s of `--model` / the baseline's (best runs).
+
 Prints one JSON document. Usage:
     python bench/bench_indexing.py                       # vtest.avi, 8 s clip, 2 fps, batch 4
     python bench/bench_indexing.py --threads 2 --repeats 3
+    python bench/bench_indexing.py --model weights/fslora-mobilenetv2-real \
+        --baseline weights/fslora-nano-synthps
 """
 
 from __future__ import annotations
@@ -117,6 +122,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="frames per detect call / commit")
     parser.add_argument("--score-thresh", type=float, default=0.5)
     parser.add_argument("--model", help="checkpoint folder or Hub id (default: random nano)")
+    parser.add_argument("--baseline", help="a second checkpoint indexed in the same run, for a speed ratio")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=2)
@@ -127,12 +133,15 @@ def main() -> None:
         raise SystemExit(f"video {args.video} not found (set FSLORA_TEST_VIDEO or --video)")
     torch.set_num_threads(args.threads)
     model = load_model(args.model, args.device, args.proposals)
+    baseline = None
+    if args.baseline:
+        baseline = FSLoRAPersonSearch.from_pretrained(args.baseline, device=args.device)
 
     with tempfile.TemporaryDirectory() as tmp:
         clip = write_clip(args.video, Path(tmp) / "clip.avi", args.clip_s)
         decode_s, frames = time_decode(clip, args.fps, args.batch)
         time_detect(model, frames[: args.batch], args.batch, args.score_thresh)  # warm-up
-        detect_runs, pipeline_runs, detect_cpu, pipeline_cpu, counts = [], [], [], [], {}
+        detect_runs, pipeline_runs, detect_cpu, pipeline_cpu, counts, baseline_runs = [], [], [], [], {}, []
         for r in range(args.repeats):
             wall, cpu = time_detect(model, frames, args.batch, args.score_thresh)
             detect_runs.append(wall)
@@ -142,6 +151,10 @@ def main() -> None:
             wall, cpu, counts = time_pipeline(model, clip, config)
             pipeline_runs.append(wall)
             pipeline_cpu.append(cpu)
+            if baseline is not None:
+                config = AppConfig(data_dir=Path(tmp) / f"base{r}", sample_fps=args.fps,
+                                   batch_frames=args.batch, score_thresh=args.score_thresh)
+                baseline_runs.append(time_pipeline(baseline, clip, config)[0])
 
     n = len(frames)
     detect_fps = n / min(detect_runs)
@@ -176,6 +189,11 @@ def main() -> None:
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
+    if baseline is not None:
+        out["baseline"] = args.baseline
+        out["baseline_end_to_end_fps"] = round(n / min(baseline_runs), 3)
+        out["baseline_end_to_end_runs_s"] = [round(s, 2) for s in baseline_runs]
+        out["speedup_vs_baseline"] = round(min(baseline_runs) / min(pipeline_runs), 2)
     print(json.dumps(out, indent=2))
 
 

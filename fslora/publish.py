@@ -1,7 +1,7 @@
 """Turn a finished training run into a release checkpoint: weights + a model card with the evaluation.
 
     python -m fslora.publish --run runs/ablation/fslora --eval runs/ablation/fslora/eval.json \
-        [--stage runs/nano_synthps_pretrain] --out weights/fslora-nano-synthps [--max-mb 25]
+        [--stage runs/nano_synthps_pretrain] --out weights/fslora-nano-synthps [--max-mb 25] [--notes card.md]
 
 The run's ``final`` model is re-saved with `save_pretrained` (safetensors + config + model card), and the
 card gets the figures of ``--eval`` (a ``python -m fslora.evaluate --json`` report: the split it was
@@ -45,7 +45,8 @@ def training_text(stages: Sequence[Path], run: Path, report: dict[str, Any]) -> 
 
 
 def publish(
-    run: Path, eval_json: Path, out: Path, *, stages: Sequence[Path] = (), max_mb: float = 25.0
+    run: Path, eval_json: Path, out: Path, *, stages: Sequence[Path] = (), max_mb: float = 25.0,
+    notes: Path | None = None,
 ) -> Path:
     """Write the release folder ``out`` from ``run/final``; ValueError when something does not fit."""
     from fslora.models import FSLoRAPersonSearch
@@ -58,9 +59,12 @@ def publish(
     if not metrics:
         raise ValueError(f"{eval_json}: no metrics (is it a `fslora.evaluate --json` report?)")
     model = FSLoRAPersonSearch.from_pretrained(final, device="cpu")
+    text = training_text(stages, run, report)
+    if notes is not None:  # data sources, licences, figures measured elsewhere: the card names them all
+        text = notes.read_text().strip() + "\n\n" + text
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
         staged = model.save_pretrained(
-            Path(tmp) / out.name, metrics=metrics, training_data=training_text(stages, run, report)
+            Path(tmp) / out.name, metrics=metrics, training_data=text
         )
         size_mb = (staged / WEIGHTS_NAME).stat().st_size / 2**20
         if size_mb > max_mb:
@@ -82,9 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--stage", type=Path, action="append", default=[], help="earlier stage run (repeatable)")
     p.add_argument("--out", type=Path, required=True, help="release folder (replaced)")
     p.add_argument("--max-mb", type=float, default=25.0, help="largest weights file allowed")
+    p.add_argument("--notes", type=Path, help="markdown put first in the card (sources...)")
     args = p.parse_args(argv)
     try:
-        out = publish(args.run, args.eval, args.out, stages=args.stage, max_mb=args.max_mb)
+        out = publish(args.run, args.eval, args.out, stages=args.stage, max_mb=args.max_mb, notes=args.notes)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
