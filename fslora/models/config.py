@@ -184,7 +184,7 @@ class PersonSearchConfig:
     """Person logit of each RoI. ``"norm"``: NAE's norm-aware score, the embedding norm through
     BatchNorm1d(1) (the paper's head). ``"det"``: BatchNorm1d + a linear classifier on the det stream's
     pooled box-head output (ours, for backbones trained from scratch: there OIM's pull on the shared
-    embedding drives the norm score to chance, README "Status of the CPU recipe")."""
+    embedding drives the norm score to chance, docs/results.md "Status of the CPU recipe")."""
     transform: TransformConfig = field(default_factory=TransformConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi: RoIConfig = field(default_factory=RoIConfig)

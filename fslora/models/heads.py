@@ -17,7 +17,7 @@ AlignPS-style anchor-free head can implement `PersonSearchHead` without touching
 - with ``person_score="det"`` (ours) the logit ``z`` comes instead from BatchNorm1d + a linear classifier
   on the det half, and the embedding serves identity only. From-scratch backbones need it: OIM suppresses the
   component all people share, which is what the norm would have to carry, so the norm score stays at
-  chance (measured on the nano recipe: README, "Status of the CPU recipe");
+  chance (measured on the nano recipe: docs/results.md, "Status of the CPU recipe");
 - OIM loss on the foreground RoIs' embeddings.
 Proposal matching, fg/bg sampling and the box coder are torchvision's `RoIHeads` machinery.
 
