@@ -3,8 +3,9 @@
     python -m fslora.ablation --eval-root data/synthps-seed1 [--rows baseline lora slm flm fslora] \
         [--out runs/ablation] [--jobs 2] [--threads 1]
 
-Each row is ``configs/train/nano_synthps_<row>.yaml``: the same start (the pretrained nano backbone),
-data, budget and seed, only the adapter switches differ. A row is trained with ``python -m fslora.train``
+Each row is ``configs/train/nano_synthps_<row>.yaml`` (``--prefix mnv2_ablation``: the MobileNetV2 rows,
+``configs/train/mnv2_ablation_<row>.yaml``): the same start, data, budget and seed, only the adapter
+switches differ. A row is trained with ``python -m fslora.train``
 into ``OUT/<row>`` and evaluated with ``python -m fslora.evaluate`` on ``--eval-root`` (a SynthPS split
 whose seed training never saw) into ``OUT/<row>/eval.json``. Each step runs in its own process, ``--jobs``
 rows at a time with ``--threads`` torch threads each (on a 2-core machine two 1-thread jobs beat one
@@ -48,8 +49,8 @@ ROW_TITLES = {
 _TRAINABLE = re.compile(r"params total (\d+), trainable (\d+)")
 
 
-def row_config(config_dir: Path, row: str) -> Path:
-    return config_dir / f"nano_synthps_{row}.yaml"
+def row_config(config_dir: Path, row: str, prefix: str = "nano_synthps") -> Path:
+    return config_dir / f"{prefix}_{row}.yaml"
 
 
 def _run(cmd: list[str], log: Path) -> None:
@@ -75,7 +76,7 @@ def run_row(row: str, args: argparse.Namespace) -> dict[str, Any]:
         if (run / "config.yaml").is_file():
             train += ["--resume"]
         else:
-            train += ["--config", str(row_config(args.config_dir, row))]
+            train += ["--config", str(row_config(args.config_dir, row, args.prefix))]
         _run(train, log)
     eval_json = run / "eval.json"
     if not eval_json.is_file():
@@ -179,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), help="rows to run")
     p.add_argument("--out", type=Path, default=Path("runs/ablation"), help="folder of the row runs")
     p.add_argument("--config-dir", type=Path, default=Path("configs/train"), help="where the row YAMLs are")
+    p.add_argument("--prefix", default="nano_synthps",
+                   help="row YAMLs are PREFIX_<row>.yaml (mnv2_ablation: the MobileNetV2 rows)")
     p.add_argument("--jobs", type=int, default=2, help="rows trained / evaluated at the same time")
     p.add_argument("--threads", type=int, default=1, help="torch threads per job")
     p.add_argument("--max-queries", type=int, default=None, help="evaluate on this many queries (all)")
@@ -190,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.eval_root.is_dir():
         print(f"error: --eval-root {args.eval_root}: no such folder", file=sys.stderr)
         return 2
-    configs = [row_config(args.config_dir, r) for r in args.rows]
+    configs = [row_config(args.config_dir, r, args.prefix) for r in args.rows]
     missing = [str(c) for c in configs if not c.is_file()]
     if missing:
         print(f"error: row configs not found: {', '.join(missing)}", file=sys.stderr)
