@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "weights" / "fslora-nano-synthps"
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "weights" / "fslora-mobilenetv2-real"
 """The demo checkpoint shipped with the app, used when no model is named."""
 
 EXPORT_FIELDS = ("detection_id", "model_id", "video_id", "video_name", "video_path", "frame_index",

@@ -422,3 +422,79 @@ def test_gradio_client_index_and_search_endpoints(server: AppServer, media: dict
     Image.fromarray(crop).save(photo)
     _, summary, *_ = client.predict(handle_file(str(photo)), 5, api_name="/search_photo")
     assert "uploaded photo" in summary and "5 hits" in summary
+
+
+@pytest.fixture(scope="module")
+def real_clip(tmp_path_factory: pytest.TempPathFactory):
+    """The hand-labelled held-out frames of vtest.avi (never trained on) as a 1 fps clip, and their labels."""
+    import os
+
+    import cv2
+
+    from fslora.evaluation.footage import load_labels, read_frames
+
+    labels_path = Path(__file__).resolve().parent.parent / "assets" / "labels" / "vtest_heldout.json"
+    video = os.environ.get("FSLORA_TEST_VIDEO", str(Path.home() / ".cache" / "fslora" / "vtest.avi"))
+    _, labels = load_labels(labels_path)
+    frames = read_frames(video, [lab.frame for lab in labels])
+    clip = tmp_path_factory.mktemp("real-clip") / "vtest-heldout.mp4"
+    h, w = frames[labels[0].frame].shape[:2]
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 1.0, (w, h))
+    for lab in labels:
+        writer.write(cv2.cvtColor(frames[lab.frame], cv2.COLOR_RGB2BGR))
+    writer.release()
+    return clip, labels
+
+
+def _labelled_id(labels, frame_index: int, box) -> int | None:
+    """The hand-labelled identity a box shows (IoU >= 0.5), None for no labelled person or an unknown one."""
+    import torch
+    from torchvision.ops import box_iou
+
+    lab = labels[frame_index]
+    iou = box_iou(torch.tensor([list(box)], dtype=torch.float32), torch.from_numpy(lab.boxes))[0]
+    best = int(iou.argmax()) if len(iou) else -1
+    return int(lab.ids[best]) if best >= 0 and iou[best] >= 0.5 and lab.ids[best] >= 0 else None
+
+
+def test_bundled_model_finds_a_real_person_in_other_frames_of_real_footage(
+    browser, trained_server: AppServer, real_clip
+):
+    """On real footage held out from training: click a person in the browser; the top hits of the clip are
+    that person (hand labels). One sampled frame per labelled frame (a 1 fps clip sampled at 1 fps)."""
+    clip, labels = real_clip
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    try:
+        page.set_default_timeout(30_000)
+        _open(page, trained_server)
+        assert f"{clip.name}: done, {len(labels)} frames" in _upload_and_index(page, clip)
+        _pick_video(page, clip.name)
+        video, frame_index, dets = _frame_detections(trained_server, clip.name, position=0)
+        people = [d for d in dets if _labelled_id(labels, frame_index, d.box) is not None]
+        assert len(people) >= 4, "the bundled model found few of the labelled people of the first frame"
+        target = max(people, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+        cx, cy = (target.box[0] + target.box[2]) / 2, (target.box[1] + target.box[3]) / 2
+        _click_frame_at(page, cx, cy)
+        expected = dets[pick_detection([d.box for d in dets], cx, cy)]
+        expect(page.locator("#query-info")).to_contain_text(f"Query: detection #{expected.id}")
+        shown = [int(row[1]) for row in _hits_rows(page)]
+        _shot(page, "search-bundled-model-real-footage")
+    finally:
+        page.close()
+    from gradio_client import Client
+
+    query_id = _labelled_id(labels, frame_index, expected.box)
+    assert query_id is not None
+    client = Client(trained_server.url, verbose=False)
+    result = client.predict(video.id, frame_index, cx, cy, 10, api_name="/search")
+    assert [h["detection_id"] for h in result["hits"]] == shown
+    with _store(trained_server) as store:
+        sampled = [f for f, *_ in store.list_frames(video.id)]
+        stored = [d for f in sampled for d in store.frame_detections(video.id, f)]
+    assert sampled == list(range(len(labels)))  # clip frame i is labelled frame i
+    relevant = sum(_labelled_id(labels, d.frame_index, d.box) == query_id for d in stored) - 1
+    assert relevant >= 3, "the clicked person was detected on few other frames"
+    others = [h for h in result["hits"] if h["detection_id"] != expected.id][: min(relevant, 9)]
+    same = [h["video_name"] == clip.name and _labelled_id(labels, h["frame_index"], h["box"]) == query_id
+            for h in others]
+    assert same[0] and sum(same) >= 0.6 * len(same), (query_id, relevant, same)
