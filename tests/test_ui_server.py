@@ -131,14 +131,15 @@ def _pick_video(page: Page, name: str) -> None:
     expect(page.locator("#frame-caption")).to_contain_text("Click a person")
 
 
-def _click_frame_at(page: Page, x: float, y: float) -> None:
-    """Clicks the displayed frame at frame pixel (x, y): frame -> served image (server scale) -> CSS
-    pixels of the <img> as laid out (object-fit), measured in the page."""
+def _click_frame_at(page: Page, x: float, y: float, frame_max_side: float = 640) -> None:
+    """Clicks the displayed frame at frame pixel (x, y): frame -> served image (server scale; the frame's
+    longer side is ``frame_max_side``, SynthPS's 640 by default) -> CSS pixels of the <img> as laid out
+    (object-fit), measured in the page."""
     img = page.locator("#frame-image img")
     box = img.bounding_box()
     natural_w, natural_h, fit = img.evaluate(
         "e => [e.naturalWidth, e.naturalHeight, getComputedStyle(e).objectFit]")
-    served = DISPLAY_MAX_SIDE / 640
+    served = min(DISPLAY_MAX_SIDE / frame_max_side, 1.0)
     scale = min(box["width"] / natural_w, box["height"] / natural_h)
     if fit == "scale-down":
         scale = min(scale, 1.0)
@@ -443,7 +444,7 @@ def real_clip(tmp_path_factory: pytest.TempPathFactory):
     for lab in labels:
         writer.write(cv2.cvtColor(frames[lab.frame], cv2.COLOR_RGB2BGR))
     writer.release()
-    return clip, labels
+    return clip, labels, max(w, h)
 
 
 def _labelled_id(labels, frame_index: int, box) -> int | None:
@@ -462,7 +463,7 @@ def test_bundled_model_finds_a_real_person_in_other_frames_of_real_footage(
 ):
     """On real footage held out from training: click a person in the browser; the top hits of the clip are
     that person (hand labels). One sampled frame per labelled frame (a 1 fps clip sampled at 1 fps)."""
-    clip, labels = real_clip
+    clip, labels, frame_max_side = real_clip
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     try:
         page.set_default_timeout(30_000)
@@ -474,7 +475,7 @@ def test_bundled_model_finds_a_real_person_in_other_frames_of_real_footage(
         assert len(people) >= 4, "the bundled model found few of the labelled people of the first frame"
         target = max(people, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
         cx, cy = (target.box[0] + target.box[2]) / 2, (target.box[1] + target.box[3]) / 2
-        _click_frame_at(page, cx, cy)
+        _click_frame_at(page, cx, cy, frame_max_side=frame_max_side)
         expected = dets[pick_detection([d.box for d in dets], cx, cy)]
         expect(page.locator("#query-info")).to_contain_text(f"Query: detection #{expected.id}")
         shown = [int(row[1]) for row in _hits_rows(page)]
