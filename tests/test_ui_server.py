@@ -147,6 +147,17 @@ def _click_frame_at(page: Page, x: float, y: float, frame_max_side: float = 640)
     img.click(position={"x": off_x + x * served * scale, "y": off_y + y * served * scale})
 
 
+def _query_largest(page: Page, dets: list, people: list, frame_max_side: float = 640):
+    """Clicks the centre of the largest of ``people`` and waits for its query; returns the detection the
+    click selects, the click point and the hit ids the page shows."""
+    target = max(people, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+    cx, cy = (target.box[0] + target.box[2]) / 2, (target.box[1] + target.box[3]) / 2
+    _click_frame_at(page, cx, cy, frame_max_side=frame_max_side)
+    expected = dets[pick_detection([d.box for d in dets], cx, cy)]
+    expect(page.locator("#query-info")).to_contain_text(f"Query: detection #{expected.id}")
+    return expected, cx, cy, [int(row[1]) for row in _hits_rows(page)]
+
+
 def _frame_detections(server: AppServer, video_name: str, position: int = 0):
     with _store(server) as store:
         video = next(v for v in store.list_videos() if v.name == video_name)
@@ -318,16 +329,11 @@ def test_bundled_model_finds_the_clicked_person_in_other_frames(browser, trained
         video, frame_index, dets = _frame_detections(trained_server, "walk.mp4", position=1)
         people = [d for d in dets if sidecar_pid(sidecar, frame_index, d.box) is not None]
         assert people, "the bundled model found nobody on the frame"
-        target = max(people, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
-        cx, cy = (target.box[0] + target.box[2]) / 2, (target.box[1] + target.box[3]) / 2
         number = page.locator("#frame-slider input[type=number]")
         number.fill("1")
         number.press("Enter")
         expect(page.locator("#frame-caption")).to_contain_text(f"frame {frame_index} ")
-        _click_frame_at(page, cx, cy)
-        expected = dets[pick_detection([d.box for d in dets], cx, cy)]
-        expect(page.locator("#query-info")).to_contain_text(f"Query: detection #{expected.id}")
-        shown = [int(row[1]) for row in _hits_rows(page)]
+        expected, cx, cy, shown = _query_largest(page, dets, people)
         _shot(page, "search-bundled-model")
     finally:
         page.close()
@@ -473,12 +479,7 @@ def test_bundled_model_finds_a_real_person_in_other_frames_of_real_footage(
         video, frame_index, dets = _frame_detections(trained_server, clip.name, position=0)
         people = [d for d in dets if _labelled_id(labels, frame_index, d.box) is not None]
         assert len(people) >= 4, "the bundled model found few of the labelled people of the first frame"
-        target = max(people, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
-        cx, cy = (target.box[0] + target.box[2]) / 2, (target.box[1] + target.box[3]) / 2
-        _click_frame_at(page, cx, cy, frame_max_side=frame_max_side)
-        expected = dets[pick_detection([d.box for d in dets], cx, cy)]
-        expect(page.locator("#query-info")).to_contain_text(f"Query: detection #{expected.id}")
-        shown = [int(row[1]) for row in _hits_rows(page)]
+        expected, cx, cy, shown = _query_largest(page, dets, people, frame_max_side)
         _shot(page, "search-bundled-model-real-footage")
     finally:
         page.close()
